@@ -1,0 +1,41 @@
+# Two commands set up a fresh machine:  `make suggest`  and  `make test`  (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXAMPLE := src/disarm_tagger/data/example_article.md
+
+.PHONY: setup suggest test test-fast eval train import bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## suggest techniques for the bundled example article with the bundled default model
+suggest: $(STAMP)
+	$(BIN)/disarm-tagger suggest $(EXAMPLE)
+
+## the whole test suite, including the tests that load the real packaged model
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## the fast suite: fake embedder only
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+## the pipeline, step by step: import -> train -> eval
+import: $(STAMP)
+	$(BIN)/disarm-tagger import-disarm ../shared/disarm --out training_data
+
+train: $(STAMP)
+	$(BIN)/disarm-tagger train --data training_data --out models/default
+
+eval: $(STAMP)
+	$(BIN)/disarm-tagger eval --data training_data --out eval
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

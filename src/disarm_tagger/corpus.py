@@ -1,0 +1,195 @@
+"""training_data/: JSONL files of techniques and examples, their manifest, hashes and merging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import disarm
+from .schema import Example, Phase, Tactic, Technique, from_dict, to_dict
+
+TECHNIQUES = "techniques.jsonl"
+TACTICS = "tactics.jsonl"
+PHASES = "phases.jsonl"
+EXAMPLES = "examples.jsonl"
+ANNOTATIONS = "annotations.jsonl"  # analysts' own labels; never written by import-disarm
+MANIFEST = "manifest.json"
+LICENCE = "CC BY-SA 4.0"
+ATTRIBUTION = (
+    "Derived from DISARM Foundation, DISARMframeworks (https://github.com/DISARMFoundation/DISARMframeworks), "
+    "licensed CC BY-SA 4.0. Passages quote the sources cited on each DISARM incident page."
+)
+
+
+class CorpusError(ValueError):
+    """training_data/ is missing, malformed or inconsistent."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dumps_line(record: dict) -> str:
+    """One JSONL line, keys sorted, UTF-8 kept readable: the same record always gives the same bytes."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write_jsonl(path: Path, records: Iterable) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        for rec in records:
+            fh.write(dumps_line(to_dict(rec)))
+            n += 1
+    return n
+
+
+def read_jsonl(path: Path, cls: type) -> list:
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: not found (run `disarm-tagger import-disarm PATH` first)")
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(from_dict(cls, json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise CorpusError(f"{path}:{lineno}: not a valid {cls.__name__} record ({exc})") from exc
+    return out
+
+
+def snapshot_id(root: Path) -> str:
+    """Identify the DISARM checkout: git commit if it is a repo, else the commit its README names."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        if out.returncode == 0 and (Path(root) / ".git").exists():
+            return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    readme = Path(root) / "README.md"
+    if readme.exists():
+        m = re.search(r"commit\s+([0-9a-f]{7,40})(?:\s*\(([\d-]+)\))?", readme.read_text(encoding="utf-8"))
+        if m:
+            return f"commit:{m.group(1)}" + (f" ({m.group(2)})" if m.group(2) else "")
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    out: Path
+    examples: int
+    incidents: int
+    techniques: int
+    techniques_used: int
+    tactics: int
+    phases: int
+    report: disarm.ImportReport
+
+
+def import_disarm(root: Path, out: Path) -> ImportSummary:
+    """Read a DISARMframeworks checkout and write training_data files deterministically."""
+    root, out = Path(root), Path(out)
+    framework = disarm.read_framework(root)
+    examples, report = disarm.read_examples(root, framework.techniques)
+    for ex in examples:  # the leakage guard the whole product relies on
+        if disarm.ID_PATTERN.search(ex.text):
+            raise CorpusError(f"{ex.id}: a technique id remains in the example text")
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        PHASES: framework.phases,
+        TACTICS: framework.tactics,
+        TECHNIQUES: framework.techniques,
+        EXAMPLES: examples,
+    }
+    counts = {name: write_jsonl(out / name, records) for name, records in files.items()}
+    summary = ImportSummary(
+        out=out,
+        examples=len(examples),
+        incidents=len({e.incident_id for e in examples}),
+        techniques=len(framework.techniques),
+        techniques_used=len({label for e in examples for label in e.labels}),
+        tactics=len(framework.tactics),
+        phases=len(framework.phases),
+        report=report,
+    )
+    manifest = {
+        "source": "DISARM Foundation, DISARMframeworks",
+        "snapshot": snapshot_id(root),
+        "licence": LICENCE,
+        "attribution": ATTRIBUTION,
+        "counts": counts
+        | {"incidents": summary.incidents, "techniques_used": summary.techniques_used, "rows": report.rows},
+        "repaired": report.repaired,
+        "dropped": report.dropped,
+        "sha256": {name: sha256_file(out / name) for name in files},
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return summary
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Everything training needs, loaded from a training_data folder."""
+
+    techniques: list[Technique]
+    tactics: list[Tactic]
+    phases: list[Phase]
+    examples: list[Example]  # DISARM examples plus local annotations, deduplicated
+    manifest: dict
+    sha256: str  # one hash over the files that shape a model
+    local_examples: int = 0
+    local_duplicates: int = 0
+
+
+def merge_examples(base: list[Example], local: list[Example]) -> tuple[list[Example], int]:
+    """Add local annotations to imported examples. A local passage equal to an imported one (after
+    normalising case and punctuation) replaces that example's labels: the analyst's word wins."""
+    key = lambda e: re.sub(r"\W+", " ", e.text.lower()).strip()  # noqa: E731
+    by_key = {key(e): e for e in base}
+    duplicates = 0
+    for ex in local:
+        if key(ex) in by_key:
+            duplicates += 1
+        by_key[key(ex)] = ex
+    return sorted(by_key.values(), key=lambda e: e.id), duplicates
+
+
+def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CorpusError(f"{folder}: not a training_data folder")
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
+    techniques = read_jsonl(folder / TECHNIQUES, Technique)
+    examples = read_jsonl(folder / EXAMPLES, Example)
+    local = read_jsonl(folder / ANNOTATIONS, Example) if include_local and (folder / ANNOTATIONS).exists() else []
+    known = {t.id for t in techniques}
+    for ex in [*examples, *local]:
+        unknown = set(ex.labels) - known
+        if unknown:
+            raise CorpusError(f"{ex.id}: labels not in the catalogue: {', '.join(sorted(unknown))}")
+    merged, duplicates = merge_examples(examples, local)
+    names = [TECHNIQUES, EXAMPLES] + ([ANNOTATIONS] if local else [])
+    digest = hashlib.sha256("".join(sha256_file(folder / n) for n in names).encode()).hexdigest()
+    return Corpus(
+        techniques=techniques,
+        tactics=read_jsonl(folder / TACTICS, Tactic) if (folder / TACTICS).exists() else [],
+        phases=read_jsonl(folder / PHASES, Phase) if (folder / PHASES).exists() else [],
+        examples=merged,
+        manifest=manifest,
+        sha256=digest,
+        local_examples=len(local),
+        local_duplicates=duplicates,
+    )
