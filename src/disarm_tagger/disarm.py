@@ -162,7 +162,7 @@ def read_techniques(root: Path, tactics: list[Tactic], stix: list[dict] | None =
             Technique(
                 id=tid,
                 name=name,
-                summary=_field(text, "Summary"),
+                summary=clean_text(_field(text, "Summary")),
                 tactic_id=tactic_id,
                 tactic=tactic.name if tactic else tactic_field[len(tactic_id) :].strip(),
                 phase_id=tactic.phase_id if tactic else "",
