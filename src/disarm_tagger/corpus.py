@@ -193,3 +193,21 @@ def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
         local_examples=len(local),
         local_duplicates=duplicates,
     )
+
+
+def provenance(data: Corpus, folder: Path) -> dict:
+    """What a model was trained on, for its meta.json and model card."""
+    return {
+        "training_data": str(folder),
+        "disarm_snapshot": data.manifest.get("snapshot", "unknown"),
+        "training_data_sha256": data.sha256,
+        "licence": LICENCE,
+        "attribution": ATTRIBUTION,
+        "counts": {
+            "examples": len(data.examples),
+            "local_annotations": data.local_examples,
+            "incidents": len({e.incident_id for e in data.examples}),
+            "techniques": len(data.techniques),
+            "techniques_with_examples": len({lab for e in data.examples for lab in e.labels}),
+        },
+    }

@@ -261,9 +261,26 @@ _Item = tuple[int, int, int]  # (start, end, tokens) of a sentence or word to pa
 _CJK_SENTENCE = re.compile(r"[^\n。！？]*[。！？]+[」』）\"]*|[^\n。！？]+")
 
 
+def _import_spacy():
+    """spaCy's thinc imports torch (seconds) only to offer GPU layers; a sentencizer needs none of it.
+    Unless torch is already loaded, hide it while spaCy imports, then let it import normally later."""
+    import sys
+
+    if "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+    try:
+        import spacy
+    finally:
+        del sys.modules["torch"]
+    return spacy
+
+
 @functools.lru_cache(maxsize=1)
 def _nlp():
-    import spacy
+    spacy = _import_spacy()
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")

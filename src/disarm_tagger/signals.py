@@ -1,0 +1,117 @@
+"""Per-label evidence signals and their fusion. Pure numpy: every function maps arrays to arrays.
+
+Shapes: a query document is a matrix of unit (sentence) embeddings ``Q`` [m, d]; the training side holds
+unit embeddings ``U`` [u, d] owned by examples ``owner`` [u] (sorted, contiguous), example label matrix
+``Y`` [n, L], technique embeddings ``T`` [L, d]. A signal is a vector over the L labels.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+SIGNALS = ("knn", "ridge", "zs_name", "zs_full", "tfidf", "lexicon", "prior")
+SPARSE = frozenset({"knn", "ridge", "lexicon", "prior"})  # only labels with support take part in ranking
+
+
+def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
+    """Mean of the k largest values down axis 0 (fewer rows: mean of all).
+
+    >>> top_mean(np.array([[1.0, 0.0], [0.5, 0.2], [0.0, 0.4]]), k=2).round(2).tolist()
+    [0.75, 0.3]
+    """
+    k = min(k, sim.shape[0])
+    if k == 0:
+        return np.zeros(sim.shape[1])
+    return np.partition(sim, sim.shape[0] - k, axis=0)[-k:].mean(axis=0)
+
+
+def example_similarity(Q: np.ndarray, U: np.ndarray, starts: np.ndarray, q_doc: np.ndarray, E_doc: np.ndarray):
+    """Similarity of one query document to every training example [n]: half the mean of the best three
+    query-sentence matches into the example, half the cosine of the mean document embeddings."""
+    best = np.maximum.reduceat(Q @ U.T, starts, axis=1)  # [m, n]: each query unit's best match per example
+    return 0.5 * top_mean(best, 3) + 0.5 * (E_doc @ q_doc)
+
+
+def knn_scores(sim: np.ndarray, Y: np.ndarray, pool: np.ndarray, *, temperature: float) -> np.ndarray:
+    """Softmax-weighted vote of the pool's examples for each label.
+
+    >>> y = np.array([[1, 0], [0, 1]])
+    >>> knn_scores(np.array([0.9, 0.1]), y, np.array([True, True]), temperature=0.1).round(4).tolist()
+    [0.9997, 0.0003]
+    """
+    if not pool.any():
+        return np.zeros(Y.shape[1])
+    s = sim[pool] / temperature
+    w = np.exp(s - s.max())
+    return (w / w.sum()) @ Y[pool]
+
+
+def ridge_weights(X: np.ndarray, Y: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
+    """Closed-form multi-output ridge regression X -> Y (no intercept; X rows are unit vectors)."""
+    d = X.shape[1]
+    return np.linalg.solve(X.T @ X + alpha * np.eye(d), X.T @ Y)
+
+
+def zero_shot(Q: np.ndarray, T: np.ndarray, k: int = 3) -> np.ndarray:
+    """How strongly the document's best few sentences match each technique description."""
+    return top_mean(Q @ T.T, k)
+
+
+def column_normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """z-score each label against its own distribution over training documents: some technique texts
+    are close to everything (hubs); this asks "is this document unusually close to that technique"."""
+    return (values - mean) / std
+
+
+def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
+    """Named examples from technique summaries ("Examples ... include WhatsApp, Telegram and Signal") ->
+    label indices. Drawn only from the DISARM technique pages.
+
+    >>> from types import SimpleNamespace as T
+    >>> build_lexicon([T(summary="Examples of Chat Platforms include WhatsApp, WeChat, and Signal.")])
+    {'Signal': (0,), 'WeChat': (0,), 'WhatsApp': (0,)}
+    """
+    stop = {"Examples", "Example", "Accounts", "The", "An", "A", "For", "This", "These", "Some", "Such"}
+    lexicon: dict[str, set[int]] = {}
+    for i, tech in enumerate(techniques):
+        for m in re.finditer(r"[Ee]xamples?\b[^.]*?\binclud\w*\s+([^.<]+)", tech.summary):
+            for term in re.findall(r"\b[A-Z][A-Za-z0-9]+(?:\s[A-Z][A-Za-z0-9]+)?", m.group(1)):
+                if term not in stop:
+                    lexicon.setdefault(term, set()).add(i)
+    return {term: tuple(sorted(ix)) for term, ix in sorted(lexicon.items())}
+
+
+def lexicon_scores(text: str, lexicon: Mapping[str, tuple[int, ...]], n_labels: int) -> np.ndarray:
+    out = np.zeros(n_labels)
+    for term, labels in lexicon.items():
+        if re.search(rf"\b{re.escape(term)}\b", text):
+            out[list(labels)] += 1.0
+    return out
+
+
+def rrf(signals: Mapping[str, np.ndarray], active: Mapping[str, np.ndarray], weights: Mapping[str, float], *,
+        k: float = 10.0) -> np.ndarray:  # fmt: skip
+    """Weighted reciprocal-rank fusion over labels. Each signal ranks only its active labels (a label with
+    no training example has no kNN rank); inactive labels get nothing from that signal.
+
+    >>> s = {"a": np.array([3.0, 2.0, 1.0]), "b": np.array([0.0, 5.0, 0.0])}
+    >>> act = {"a": np.array([True, True, True]), "b": np.array([False, True, False])}
+    >>> rrf(s, act, {"a": 1.0, "b": 1.0}, k=1).round(3).tolist()
+    [1.0, 1.5, 0.333]
+    """
+    n = len(next(iter(signals.values())))
+    fused = np.zeros(n)
+    for name, values in signals.items():
+        w = weights.get(name, 0.0)
+        if w == 0.0:
+            continue
+        mask = active[name]
+        v = np.where(mask, values, -np.inf)
+        order = np.argsort(-v, kind="stable")
+        rank = np.empty(n)
+        rank[order] = np.arange(n)
+        fused += np.where(mask, w / (k + rank), 0.0)
+    return fused

@@ -1,0 +1,43 @@
+"""Shared fixtures: a deterministic fake embedder (no model download, no torch) and a small fitted tagger."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import pytest
+
+
+STOP = frozenset("a an and the of to for in on with by it its is was were be as at from that this".split())
+
+
+class FakeEmbedder:
+    """Bag of hashed word vectors, averaged and L2-normalised: texts sharing words are similar."""
+
+    name = "fake"
+    dimension = 32
+    backend = "fake"
+    weights_sha256 = "0" * 64
+
+    def __init__(self):
+        self.calls = 0
+
+    @staticmethod
+    def _word(word: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
+        return np.random.default_rng(seed).standard_normal(FakeEmbedder.dimension)
+
+    def encode(self, texts):
+        self.calls += 1
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            words = [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOP] or ["<empty>"]
+            v = np.sum([self._word(w) for w in words], axis=0)
+            out[i] = v / max(np.linalg.norm(v), 1e-9)
+        return out
+
+
+@pytest.fixture()
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()

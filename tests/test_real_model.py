@@ -1,0 +1,42 @@
+"""With the real packaged MiniLM and the committed default model (slow: loads the model once per session)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from disarm_tagger import persist
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    return persist.load(REPO / "models" / "default")
+
+
+def test_committed_model_matches_committed_training_data(default_model):
+    manifest = json.loads((REPO / "training_data" / "manifest.json").read_text())
+    assert default_model.meta_["provenance"]["disarm_snapshot"] == manifest["snapshot"]
+    assert default_model.meta_["labels"] == [json.loads(line)["id"] for line in
+                                             (REPO / "training_data" / "techniques.jsonl").open()]  # fmt: skip
+
+
+@pytest.mark.parametrize("technique_id", ["T0086.002", "T0151.004", "T0148.004"])
+def test_a_technique_description_is_its_own_top_suggestion(default_model, technique_id):
+    tech = next(t for t in default_model.techniques_ if t.id == technique_id)
+    top = default_model.suggest(f"{tech.name}. {tech.summary}", top_k=1)
+    assert top[0].technique_id == technique_id
+
+
+def test_bundled_example_article_gets_deepfake_suggestions(default_model):
+    raw = (REPO / "src" / "disarm_tagger" / "data" / "example_article.md").read_text()
+    article = default_model.suggest_article(raw, top_k=10)
+    ids = [s.technique_id for s in article.suggestions]
+    assert any(i.startswith(("T0086", "T0087", "T0088")) for i in ids[:3]), ids
+    for s in article.suggestions:
+        for ev in s.evidence:
+            assert article.text[ev.start : ev.end] == ev.text
