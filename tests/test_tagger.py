@@ -118,7 +118,8 @@ def test_save_load_round_trip(fitted, fake_embedder, tmp_path):
     assert on_disk["provenance"] == {"training_data_sha256": "abc"}
     assert on_disk["threshold"] == fitted.threshold_ and on_disk["weights"] == fitted.weights_
     assert on_disk["embedder"]["dimension"] == fake_embedder.dimension
-    assert set(on_disk["files"]) == {"config.json", "head.joblib", "arrays.npz", "techniques.jsonl"}
+    assert set(on_disk["files"]) == {"config.json", "head.joblib", "arrays.npz", "techniques.jsonl", "README.md"}
+    assert "Inner cross-validation" in (tmp_path / "m" / "README.md").read_text()
     assert set(on_disk["versions"]) >= {"python", "numpy", "scikit-learn"}
     loaded = persist.load(tmp_path / "m", embedder=fake_embedder)
     texts = ["a website with a domain", "faces by neural networks"]

@@ -87,6 +87,9 @@ class Format(str, Enum):
     table = "table"
     json = "json"
     markdown = "markdown"
+    stix = "stix"  # STIX 2.1 bundle (OpenCTI, any TAXII/STIX consumer)
+    navigator = "navigator"  # DISARM Navigator layer (ATT&CK Navigator layer format 4.5)
+    misp = "misp"  # MISP event with DISARM galaxy tags
 
 
 class Backend(str, Enum):
@@ -177,6 +180,8 @@ def suggest(
       disarm-tagger suggest article.html
 
       cat report.txt | disarm-tagger suggest - --format json --top-k 5
+
+      disarm-tagger suggest article.html --format stix > bundle.json   (also: navigator, misp)
     """
     from . import render, text
 
@@ -196,5 +201,352 @@ def suggest(
         typer.echo(render.to_json(source, str(folder), article.suggestions, article.warnings))
     elif format is Format.markdown:
         typer.echo(render.to_markdown(source, str(folder), article.suggestions, tagger.threshold_))
+    elif format in (Format.stix, Format.navigator, Format.misp):
+        typer.echo(_interchange(format, source, str(folder), article, tagger))
     else:
         render.print_table(source, str(folder), article.suggestions, tagger.threshold_)
+
+
+def _interchange(format: Format, source: str, model: str, article, tagger) -> str:
+    """One article's suggestions as a STIX bundle, a Navigator layer or a MISP event (JSON text)."""
+    import hashlib
+    import json
+
+    from . import formats
+
+    by_id = {t.id: t for t in tagger.techniques_}
+    key = source if source != "stdin" else "sha256:" + hashlib.sha256(article.text.encode()).hexdigest()
+    if format is Format.stix:
+        doc = formats.stix_bundle(source, article.suggestions, by_id, title=article.title, key=key, model=model)
+    elif format is Format.navigator:
+        doc = formats.navigator_layer(article.suggestions, by_id, name=f"disarm-tagger: {article.title or source}",
+                                      description=f"DISARM techniques suggested for {source} by model {model}")
+    else:
+        doc = formats.misp_event(source, article.suggestions, by_id, title=article.title, key=key)
+    return json.dumps(doc, ensure_ascii=False, indent=2)
+
+
+@app.command()
+def annotate(
+    path: Annotated[str, typer.Argument(help="Article file (.txt, .md, .html) or - for standard input.")],
+    *,
+    labels: Annotated[str, typer.Option(help="Confirmed DISARM technique ids, comma separated.")],
+    incident: Annotated[Optional[str], typer.Option(show_default=False, help="Incident id grouping this text in "
+                        "cross-validation. Default: LOCAL-<first 8 hex of the text's sha256>.")] = None,  # fmt: skip
+    data: Annotated[Path, typer.Option(help="training_data folder (its techniques.jsonl validates the labels).")] = Path(
+        "training_data"
+    ),
+    note: Annotated[str, typer.Option(help="Free-text note stored with the annotation.")] = "",
+    annotator: Annotated[Optional[str], typer.Option(show_default=False, help="Who confirmed the labels. "
+                         "Default: the login name.")] = None,  # fmt: skip
+    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = 20_000_000,
+) -> None:
+    """Record analyst-confirmed techniques for an article in training_data/annotations.jsonl.
+
+    The next `train` learns from it; `import-disarm` never touches that file. Annotating the same text again
+    replaces its labels. Exit codes: 0 recorded; 1 bad input or unknown technique id; 4 training data missing.
+
+    Examples:
+
+      disarm-tagger annotate article.html --labels T0086.002,T0151.004 --note "checked with the source"
+
+      cat post.txt | disarm-tagger annotate - --labels T0097.101 --incident I00077
+    """
+    import getpass
+
+    from . import annotate as annotate_lib
+    from . import corpus, text
+
+    if annotator is None:
+        try:
+            annotator = getpass.getuser()
+        except (OSError, KeyError):  # no login name in a bare container
+            annotator = ""
+    try:
+        raw = _read_input(path, max_bytes)
+        result = annotate_lib.annotate(raw, labels, data=data, source="stdin" if path == "-" else path,
+                                       incident_id=incident or "", note=note,
+                                       annotator=annotator)
+    except (text.InputError, annotate_lib.AnnotationError) as exc:
+        raise fail(str(exc)) from exc
+    except corpus.CorpusError as exc:
+        raise fail(str(exc), EXIT_DATA) from exc
+    ex = result.example
+    what = "added" if result.previous_labels is None else f"replaced {','.join(result.previous_labels)} with"
+    typer.echo(f"{what} {','.join(ex.labels)} for {ex.id} (incident {ex.incident_id}, {len(ex.text):,} characters) "
+               f"in {result.path}; run `disarm-tagger train` to use it")
+
+
+EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
+
+
+def _eval_progress():
+    """A progress callback printing 'step i/n, elapsed, ETA' to stderr."""
+    started = time.perf_counter()
+
+    def report(step: int, total: int, what: str) -> None:
+        elapsed = time.perf_counter() - started
+        eta = elapsed / step * (total - step) if step else 0.0
+        typer.echo(f"[{step}/{total}] {what}  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", err=True)
+
+    return report
+
+
+@app.command("eval")
+def eval_cmd(
+    *,
+    data: Annotated[Path, typer.Option(help="training_data folder to cross-validate on.")] = Path("training_data"),
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and the plots.")] = Path("eval"),
+    folds: Annotated[Optional[int], typer.Option(min=2, show_default=False, help="GroupKFold by incident with this "
+                     "many folds. Default: leave one incident out.")] = None,  # fmt: skip
+    test: Annotated[Optional[Path], typer.Option(show_default=False, help="Score a trained model on this labelled "
+                    "JSONL (examples schema) instead of cross-validating.")] = None,  # fmt: skip
+    model: ModelOption = None,
+    ablations: Annotated[bool, typer.Option(help="Refit with each signal removed in turn (the slow part).")] = True,
+    ablation_folds: Annotated[int, typer.Option(min=2, help="GroupKFold folds for the ablations.")] = 10,
+    fail_under: Annotated[Optional[list[str]], typer.Option(show_default=False, metavar="METRIC=VALUE",
+                          help="Exit 5 if our METRIC is below VALUE, e.g. map=0.30 (repeatable).")] = None,  # fmt: skip
+    compare: Annotated[Optional[Path], typer.Option(show_default=False, help="A committed metrics.json: exit 5 if a "
+                       "headline metric (P@1, R@10, MAP, micro F1) is lower by more than --tolerance.")] = None,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="Allowed drop for --compare.")] = 0.02,
+    cache: Annotated[Path, typer.Option(help="Embedding cache shared by all folds.")] = Path(".cache/embeddings.npz"),
+    backend: BackendOption = None,
+    local: Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")] = True,
+) -> None:
+    """Evaluate by incident: cross-validation (default) or a trained model on a labelled test file.
+
+    Every fold refits the tagger and the baselines (most-frequent prior, TF-IDF + logistic regression) on
+    its training incidents only. Writes metrics.json, report.md and PNG plots to --out. Progress goes to
+    stderr. Exit codes: 0 ok, 1 bad input, 2 usage, 3 model, 4 data, 5 a --fail-under or --compare gate
+    failed.
+
+    Examples:
+
+      disarm-tagger eval --folds 10 --no-ablations --out /tmp/eval
+
+      disarm-tagger eval --test held_out.jsonl --model models/default --fail-under map=0.30
+    """
+    import json
+    import shlex
+
+    from . import corpus, evaluate, report, scoring
+    from .schema import Example
+
+    if model is not None and test is None:
+        raise fail("--model is only used with --test FILE", EXIT_USAGE)
+    if test is not None and not test.is_file():
+        raise fail(f"{test}: no such test file")
+    try:
+        gates = scoring.parse_gates(fail_under or [])
+    except ValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    try:  # read before anything is written: --compare may point into --out
+        committed = json.loads(compare.read_text(encoding="utf-8")) if compare else None
+    except (OSError, ValueError) as exc:
+        raise fail(f"--compare {compare}: cannot read it ({exc})") from exc
+    argv = ["disarm-tagger", "eval"] + (
+        ["--test", str(test), "--model", str(model)] if test else
+        ["--data", str(data)] + (["--folds", str(folds)] if folds else []) +
+        (["--ablation-folds", str(ablation_folds)] if ablations else ["--no-ablations"])
+    ) + ["--out", str(out)] + (["--no-local"] if not local and not test else []) + (
+        ["--backend", backend.value] if backend else [])  # fmt: skip
+    try:
+        if test:
+            examples = corpus.read_jsonl(test, Example)
+            folder, tagger = _load_model(model, backend)
+            result = evaluate.evaluate_model(tagger, examples, progress=_eval_progress())
+            provenance = evaluate.heldout_provenance(test, folder, tagger)
+        else:
+            from .embed import CachedEmbedder, PackagedEmbedder
+
+            data_set = corpus.load_corpus(data, include_local=local)
+            embedder = CachedEmbedder(PackagedEmbedder(backend.value if backend else "onnx"), cache)
+            try:
+                result = evaluate.evaluate(data_set.examples, data_set.techniques, embedder=embedder, n_folds=folds,
+                                           ablations=ablations, ablation_folds=ablation_folds,
+                                           progress=_eval_progress())  # fmt: skip
+            finally:
+                embedder.save()
+            provenance = corpus.provenance(data_set, data)
+    except corpus.CorpusError as exc:
+        raise fail(str(exc), EXIT_DATA) from exc
+    except evaluate.EvalError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    paths = report.write(result, out, command=shlex.join(argv), provenance=provenance)
+    for name, m in result.methods.items():
+        h = m["headline"]
+        typer.echo(f"{name:30s} P@1 {h['p@1']:.3f}  R@10 {h['r@10']:.3f}  MAP {h['map']:.3f}  "
+                   f"micro F1 {h['micro_f1']:.3f}")  # fmt: skip
+    typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
+    problems = scoring.check_gates(result.headline(), gates)
+    if committed is not None:
+        problems += scoring.compare_headline(result.headline(), committed, tolerance=tolerance)
+    for line in problems:
+        typer.echo(f"gate failed: {line}", err=True)
+    if problems:
+        raise typer.Exit(EXIT_GATE)
+
+
+# ---------------------------------------------------------------- batch and bench
+class BatchFormat(str, Enum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+def _batch_progress(total: int | None):
+    """(callback, stop) for a rich progress bar on stderr: a bar with ETA when the total is known."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)  # fmt: skip
+
+    counts = [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()] if total else [TextColumn("{task.completed:,}")]
+    bar = Progress(SpinnerColumn(), TextColumn("tagging"), *counts, TextColumn("{task.fields[rate]}"),
+                   TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
+    task = bar.add_task("tagging", total=total, rate="")
+    bar.start()
+
+    def update(s) -> None:
+        bar.update(task, completed=s.seen, rate=f"{s.docs_per_second:.1f} docs/s, {s.errors:,} errors")
+
+    return update, bar.stop
+
+
+@app.command("batch")
+def batch_cmd(
+    input: Annotated[Path, typer.Argument(help="A folder (recursive: .txt .md .html .htm; .pdf files become error "
+                     "records), a .jsonl file of objects, or a .csv file with a header row.")],  # fmt: skip
+    *,
+    out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
+    format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
+                      "record per document; csv: one row per suggestion. Default: csv if OUT ends in .csv.")] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=400, help="Suggestions per document.")] = 10,
+    min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop suggestions scoring below this.")] = 0.0,
+    model: ModelOption = None,
+    backend: BackendOption = None,
+    id_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document id.")] = "id",
+    text_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document text.")] = "text",
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if this run wrote any error record.")] = False,
+    max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = 20_000_000,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
+) -> None:
+    """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.
+
+    A JSONL line is {"id", "source", "suggestions": [...]} (suggestions as in `suggest --format json`, plus
+    "warnings" when there are any) or {"id", "source", "error"}. CSV has one row per suggestion: id, source,
+    rank, technique_id, name, tactic_id, tactic, score, evidence (the first sentence), error. Ids are paths
+    relative to a folder INPUT, else the --id-field values. Ids already in OUT are skipped, so a killed run
+    resumes where it stopped; a repeated input id is tagged once and reported. Bad documents (unreadable,
+    binary, empty, too large, no article text) become error records and the run goes on.
+
+    Exit codes: 0 done (error records are counted in the summary); 1 there was work and nothing succeeded,
+    or --strict and an error record, or INPUT/OUT unusable, or OUT locked by another run; 2 usage; 3 model.
+
+    Examples:
+
+      disarm-tagger batch articles/ --out tags.jsonl
+
+      disarm-tagger batch backlog.csv --id-field url --text-field body --out tags.csv
+    """
+    from . import batch as batch_lib
+
+    fmt = format.value if format else "csv" if out.suffix.lower() == ".csv" else "jsonl"
+    total, progress, stop = None, None, lambda: None
+    if sys.stderr.isatty():
+        try:
+            total = batch_lib.count_inputs(input, id_field=id_field, text_field=text_field)
+        except batch_lib.BatchError:
+            pass  # run_batch reports it
+        progress, stop = _batch_progress(total)
+    try:
+        summary = batch_lib.run_batch(input, out, load_tagger=lambda: _load_model(model, backend)[1], fmt=fmt,
+                                      top_k=top_k, min_score=min_score, id_field=id_field, text_field=text_field,
+                                      max_bytes=max_bytes, batch_size=batch_size, progress=progress)  # fmt: skip
+    except batch_lib.BatchError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        stop()
+    for note in summary.notes:
+        typer.echo(f"warning: {note}", err=True)
+    typer.echo(f"{summary.processed:,} documents in {summary.seconds:.1f}s ({summary.docs_per_second:.1f} docs/s): "
+               f"{summary.succeeded:,} tagged, {summary.errors:,} errors, {summary.skipped:,} already in {out}")
+    if summary.duplicates:
+        more = len(summary.duplicates) - 20
+        shown = ", ".join(summary.duplicates[:20]) + (f" and {more:,} more" if more > 0 else "")
+        typer.echo(f"{len(summary.duplicates):,} repeated ids in the input, tagged once: {shown}")
+    if (summary.processed and not summary.succeeded) or (strict and summary.errors):
+        raise typer.Exit(EXIT_ERROR)
+
+
+@app.command()
+def bench(
+    *,
+    docs: Annotated[int, typer.Option(min=1, help="Synthetic documents to tag.")] = 300,
+    model: ModelOption = None,
+    backend: BackendOption = None,
+    data: Annotated[Path, typer.Option(help="training_data folder to draw the synthetic backlog from.")] = Path(
+        "training_data"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Documents per encoder call.")] = 32,
+    compare: Annotated[bool, typer.Option(help="Also time torch, onnx and onnx-int8 on the same sentences and "
+                       "compare their top-10 suggestions with torch's on the training passages.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    write_backlog: Annotated[Optional[Path], typer.Option(show_default=False, help="Only write the synthetic "
+                             "backlog (--docs documents) to this JSONL file.")] = None,  # fmt: skip
+) -> None:
+    """Measure `batch` throughput against the bare encoder on a synthetic backlog; compare the backends.
+
+    The ratio (pipeline docs/s / encoder docs/s over the same sentences) shows what text extraction,
+    sentence splitting, scoring and writing cost on top of embedding. Model loading is not timed.
+
+    Examples:
+
+      disarm-tagger bench --docs 300 --backend onnx-int8 --no-compare
+
+      disarm-tagger bench --write-backlog backlog.jsonl --docs 2000
+    """
+    import json
+
+    from . import bench as bench_lib
+    from . import corpus, persist
+
+    try:
+        if write_backlog:
+            n = bench_lib.write_backlog(write_backlog, docs, seed, data=data)
+            typer.echo(f"wrote {n:,} documents to {write_backlog}")
+            return
+        folder, tagger = _load_model(model, backend)
+        load = (lambda name: persist.load(folder, backend=name)) if compare else None
+        result = bench_lib.benchmark(tagger, docs=docs, seed=seed, data=data, batch_size=batch_size, load_backend=load)
+    except corpus.CorpusError as exc:
+        raise fail(str(exc), EXIT_DATA) from exc
+    except OSError as exc:
+        raise fail(str(exc)) from exc
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    p, e = result["pipeline"], result["encoder"]
+    table = Table(title=f"{result['docs']} synthetic documents, {result['units']:,} units, {result['backend']}, "
+                  f"batch {result['batch_size']}")  # fmt: skip
+    for col in ("measure", "seconds", "docs/s"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    table.add_row("batch pipeline", f"{p['seconds']:.2f}", f"{p['docs_per_s']:.1f}")
+    table.add_row("encoder alone, same units", f"{e['seconds']:.2f}", f"{e['docs_per_s']:.1f}")
+    table.add_row("ratio (target >= 0.90)", "", f"{result['ratio']:.2f}")
+    console = Console()
+    console.print(table)
+    if "backends" in result:
+        table = Table(title="embedding backends: encoder over the same units; top-10 on the training passages")
+        for col in ("backend", "seconds", "docs/s", "speed-up vs torch", "top-10 overlap vs torch"):
+            table.add_column(col, justify="left" if col == "backend" else "right")
+        for name, row in result["backends"].items():
+            if "error" in row:
+                table.add_row(name, row["error"], "", "", "")
+                continue
+            table.add_row(name, f"{row['seconds']:.2f}", f"{row['docs_per_s']:.1f}",
+                          f"{row.get('speedup_vs_torch', float('nan')):.2f}",
+                          f"{row.get('top10_overlap_vs_torch', float('nan')):.3f}")  # fmt: skip
+        console.print(table)

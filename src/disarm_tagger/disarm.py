@@ -171,7 +171,7 @@ def read_techniques(root: Path, tactics: list[Tactic], stix: list[dict] | None =
                 stix_id=stix_ids.get(tid, ""),
             )
         )
-    return out
+    return sorted(out, key=lambda t: t.id)  # "T0014" before "T0014.001", whatever the file names sort as
 
 
 # ---------------------------------------------------------------------------------------------- incidents

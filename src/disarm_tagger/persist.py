@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .card import render as render_card
 from .corpus import sha256_file, write_jsonl
 from .schema import Technique
 from .tagger import Tagger, technique_texts
@@ -62,11 +63,12 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, card: 
     emb = tagger._embedder()
     config = {
         "weights": tagger.weights, "tune": tagger.tune, "temperature": tagger.temperature,
-        "rrf_k": tagger.rrf_k, "ridge_alpha": tagger.ridge_alpha, "max_per_parent": tagger.max_per_parent,
+        "rrf_k": tagger.rrf_k, "ridge_alpha": tagger.ridge_alpha, "max_per_parent": tagger.max_per_parent, "frozen": list(tagger.frozen),
         "backend": getattr(emb, "backend", "torch"), "lexicon": {k: list(v) for k, v in tagger.lexicon_.items()},
     }  # fmt: skip
     _write_json(folder / CONFIG, config)
-    joblib.dump({"tfidf": tagger.tfidf_, "calibrator": tagger.calibrator_}, folder / HEAD)
+    joblib.dump({"tfidf": tagger.tfidf_, "name_tfidf": tagger.name_tfidf_, "calibrator": tagger.calibrator_},
+                folder / HEAD)
     arrays = {name: getattr(tagger, name) for name in ARRAY_FIELDS}
     arrays |= {f"zs_mean_{k}": m for k, (m, _s) in tagger.zs_stats_.items()}
     arrays |= {f"zs_std_{k}": s for k, (_m, s) in tagger.zs_stats_.items()}
@@ -74,8 +76,6 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, card: 
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, folder / ARRAYS)
     write_jsonl(folder / CATALOGUE, tagger.techniques_)
-    if card:
-        (folder / CARD).write_text(card, encoding="utf-8")
     meta = {
         "format_version": FORMAT_VERSION,
         "versions": library_versions(),
@@ -88,8 +88,9 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, card: 
         "weights": tagger.weights_,
         "threshold": tagger.threshold_,
         "cv": tagger.cv_metrics_,
-        "files": {name: sha256_file(folder / name) for name in (*VERIFIED, CARD) if (folder / name).exists()},
     }
+    (folder / CARD).write_text(card or render_card(meta), encoding="utf-8")
+    meta["files"] = {name: sha256_file(folder / name) for name in (*VERIFIED, CARD)}
     _write_json(folder / META, meta)
     return meta
 
@@ -151,14 +152,17 @@ def load(folder: Path, *, embedder=None, backend: str | None = None) -> Tagger:
         embedder = PackagedEmbedder(backend or config.get("backend", "onnx"))
     tagger = Tagger(embedder, weights=config["weights"], tune=config["tune"], temperature=config["temperature"],
                     rrf_k=config["rrf_k"], ridge_alpha=config["ridge_alpha"],
-                    max_per_parent=config["max_per_parent"])  # fmt: skip
+                    max_per_parent=config["max_per_parent"], frozen=tuple(config.get("frozen", ())))  # fmt: skip
     head = joblib.load(folder / HEAD)
     with np.load(folder / ARRAYS, allow_pickle=False) as arrays:
         for name in ARRAY_FIELDS:
             setattr(tagger, name, arrays[name])
         tagger.zs_stats_ = {k: (arrays[f"zs_mean_{k}"], arrays[f"zs_std_{k}"]) for k in ("zs_name", "zs_full")}
     tagger.tfidf_, tagger.calibrator_ = head["tfidf"], head["calibrator"]
-    tagger.T_tfidf_ = tagger.tfidf_.transform(technique_texts(techniques)[2])
+    tagger.name_tfidf_ = head["name_tfidf"]
+    names, _fulls, lexical = technique_texts(techniques)
+    tagger.T_tfidf_ = tagger.tfidf_.transform(lexical)
+    tagger.T_name_tfidf_ = tagger.name_tfidf_.transform(names)
     tagger.lexicon_ = {k: tuple(v) for k, v in config["lexicon"].items()}
     tagger.classes_ = tuple(meta["labels"])
     tagger.techniques_ = techniques

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIGNALS = ("knn", "ridge", "zs_name", "zs_full", "tfidf", "lexicon", "prior")
-SPARSE = frozenset({"knn", "ridge", "lexicon", "prior"})  # only labels with support take part in ranking
+SIGNALS = ("knn", "ridge", "cooc", "zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon", "prior")
+SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # only labels seen in training take part
 
 
 def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
@@ -47,6 +47,39 @@ def knn_scores(sim: np.ndarray, Y: np.ndarray, pool: np.ndarray, *, temperature:
     s = sim[pool] / temperature
     w = np.exp(s - s.max())
     return (w / w.sum()) @ Y[pool]
+
+
+def cooccurrence(knn: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j) over the pool's examples.
+
+    >>> cooccurrence(np.array([1.0, 0.0]), np.array([[1, 1], [0, 1]])).tolist()
+    [1.0, 1.0]
+    """
+    counts = Y.T @ Y
+    conditional = counts / np.maximum(np.diag(counts)[:, None], 1.0)  # [j, l] = P(l | j)
+    return knn @ conditional
+
+
+_STOP = frozenset("the and for with that this from are was were use using used into their its".split())
+
+
+def stem(word: str) -> str:
+    """A crude English suffix stripper, enough to match "journalists" with "Journalist Persona".
+
+    >>> [stem(w) for w in ("journalists", "platforms", "identities", "hosting", "asset")]
+    ['journalist', 'platform', 'identity', 'host', 'asset']
+    """
+    for suffix in ("ings", "ing", "ies", "es", "s", "ed"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def name_analyzer(text: str) -> list[str]:
+    """Stemmed words and word pairs, for matching technique names against article text."""
+    words = [stem(w) for w in re.findall(r"[a-z][a-z0-9\-]+", text.lower())]
+    words = [w for w in words if w not in _STOP]
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
 
 
 def ridge_weights(X: np.ndarray, Y: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:

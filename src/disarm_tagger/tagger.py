@@ -20,8 +20,9 @@ from . import signals as sig
 from . import text as textmod
 from .schema import Evidence, Example, Suggestion, Technique
 
-WEIGHT_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
-DEFAULT_WEIGHTS = {name: 1.0 for name in sig.SIGNALS} | {"unseen": 1.0}
+WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0)
+DEFAULT_WEIGHTS = {name: 1.0 for name in sig.SIGNALS} | {"cooc": 0.0, "unseen": 0.0}
+MIN_GAIN = 0.005  # a weight moves away from its default only for a clear out-of-fold gain
 
 
 class NotFittedError(RuntimeError):
@@ -64,8 +65,9 @@ class Article:
 class Tagger:
     def __init__(self, embedder=None, *, weights: dict | None = None, tune: bool = True,
                  temperature: float = 0.05, rrf_k: float = 10.0, ridge_alpha: float = 1.0,
-                 max_per_parent: int = 3):  # fmt: skip
+                 max_per_parent: int = 3, frozen: tuple[str, ...] = ()):  # fmt: skip
         self.embedder = embedder
+        self.frozen = frozen  # weight names tuning must leave as given (ablations)
         self.weights = weights
         self.tune = tune
         self.temperature = temperature
@@ -110,6 +112,8 @@ class Tagger:
         self.tfidf_ = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2))
         self.tfidf_.fit(lexical + [e.text for e in examples])
         self.T_tfidf_ = self.tfidf_.transform(lexical)
+        self.name_tfidf_ = TfidfVectorizer(analyzer=sig.name_analyzer, sublinear_tf=True).fit(names)
+        self.T_name_tfidf_ = self.name_tfidf_.transform(names)
         self.lexicon_ = sig.build_lexicon(self.techniques_)
         queries = [_Query(e.text, sp, self.U_[self.unit_owner_ == i]) for i, (e, sp) in enumerate(zip(examples, spans))]
         raw = [self._raw_signals(q) for q in queries]
@@ -119,7 +123,7 @@ class Tagger:
         self.W_ = sig.ridge_weights(self.doc_emb_, self.Y_, alpha=self.ridge_alpha)
         self.weights_ = dict(self.weights or DEFAULT_WEIGHTS)
         if self.tune:
-            self.weights_ = tune_weights(oof, self.Y_, self.weights_, k=self.rrf_k)
+            self.weights_ = tune_weights(oof, self.Y_, self.weights_, k=self.rrf_k, frozen=frozenset(self.frozen))
         fused = np.array([fuse(s, a, self.weights_, k=self.rrf_k) for s, a in oof])
         self._calibrate(fused)
         return self
@@ -155,11 +159,12 @@ class Tagger:
         """Signals that need no training labels: technique similarity, TF-IDF, lexicon."""
         n = len(self.classes_)
         if not len(q.Q):
-            return {k: np.zeros(n) for k in ("zs_name", "zs_full", "tfidf", "lexicon")}
+            return {k: np.zeros(n) for k in ("zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon")}
         return {
             "zs_name": sig.zero_shot(q.Q, self.T_name_),
             "zs_full": sig.zero_shot(q.Q, self.T_full_),
             "tfidf": (self.tfidf_.transform([q.text]) @ self.T_tfidf_.T).toarray()[0],
+            "name_tfidf": (self.name_tfidf_.transform([q.text]) @ self.T_name_tfidf_.T).toarray()[0],
             "lexicon": sig.lexicon_scores(q.text, self.lexicon_, n),
         }
 
@@ -175,12 +180,14 @@ class Tagger:
             if W is None:
                 W = sig.ridge_weights(self.doc_emb_[pool], self.Y_[pool], alpha=self.ridge_alpha)
             out["ridge"] = q.doc @ W
+            out["cooc"] = sig.cooccurrence(out["knn"], self.Y_[pool])
         else:
-            out["knn"] = out["ridge"] = np.zeros(len(self.classes_))
+            out["knn"] = out["ridge"] = out["cooc"] = np.zeros(len(self.classes_))
         out["prior"] = np.log1p(counts)
         seen = counts > 0
-        active = {k: (seen if k in ("knn", "ridge", "prior") else out[k] > 0 if k == "lexicon" else
-                      np.ones(len(seen), bool)) for k in sig.SIGNALS}  # fmt: skip
+        active = {k: seen if k in sig.SUPERVISED else np.ones(len(seen), bool) for k in sig.SIGNALS}
+        active["lexicon"] = out["lexicon"] > 0
+        active["name_tfidf"] = out["name_tfidf"] > 0
         return out, active
 
     def _check(self) -> None:
@@ -224,7 +231,9 @@ class Tagger:
     def suggest(self, text: str, *, top_k: int = 10, min_score: float = 0.0) -> list[Suggestion]:
         """Ranked technique suggestions for clean article text, each with up to three evidence sentences."""
         self._check()
-        q = self._query(text)
+        return self._suggestions(self._query(text), top_k=top_k, min_score=min_score)
+
+    def _suggestions(self, q: _Query, *, top_k: int, min_score: float) -> list[Suggestion]:
         scores = self._score(q)
         out = []
         for j in self.rank(scores, top_k=top_k)[:top_k]:
@@ -238,12 +247,41 @@ class Tagger:
 
     def suggest_article(self, raw: str, *, top_k: int = 10, min_score: float = 0.0) -> Article:
         """Like suggest(), for raw input (plain text, markdown with front matter, or a saved HTML page).
-        Evidence offsets refer to ``Article.text``, the extracted article text."""
-        title, text = textmod.extract_text(raw)
-        language = textmod.detect_language_hint(text)
-        warnings = (f"text looks non-English ({language}); the model is English-only, suggestions are best effort",
-                    ) if language else ()  # fmt: skip
-        return Article(title, text, warnings, tuple(self.suggest(text, top_k=top_k, min_score=min_score)))
+        Evidence offsets refer to ``Article.text``, the extracted article text. Raises text.InputError."""
+        result = self.suggest_articles([raw], top_k=top_k, min_score=min_score)[0]
+        if isinstance(result, textmod.InputError):
+            raise result
+        return result
+
+    def suggest_articles(self, raws: Sequence[str], *, top_k: int = 10, min_score: float = 0.0,
+                         ) -> list[Article | textmod.InputError]:  # fmt: skip
+        """suggest_article() for many inputs with one batched encoder call across all of them. A bad input
+        yields its InputError in its slot; the others are unaffected."""
+        self._check()
+        prepared: list = []
+        for raw in raws:
+            try:
+                title, text = textmod.extract_text(raw)
+                prepared.append((title, text, units(text)))
+            except textmod.InputError as exc:
+                prepared.append(exc)
+        good = [p for p in prepared if not isinstance(p, Exception)]
+        vectors = self._embedder().encode([s.text for _t, _x, spans in good for s in spans])
+        bounds = np.cumsum([0] + [len(spans) for _t, _x, spans in good])
+        out: list = []
+        i = 0
+        for p in prepared:
+            if isinstance(p, Exception):
+                out.append(p)
+                continue
+            title, text, spans = p
+            q = _Query(text, spans, vectors[bounds[i] : bounds[i + 1]])
+            language = textmod.detect_language_hint(text)
+            warnings = (f"text looks non-English ({language}); the model is English-only, suggestions are best "
+                        "effort",) if language else ()  # fmt: skip
+            out.append(Article(title, text, warnings, tuple(self._suggestions(q, top_k=top_k, min_score=min_score))))
+            i += 1
+        return out
 
     def _evidence(self, q: _Query, j: int, n: int = 3) -> tuple[Evidence, ...]:
         """The sentences that best support label j: close to its description and to training sentences
@@ -273,8 +311,11 @@ def technique_texts(techniques: Sequence[Technique]) -> tuple[list[str], list[st
     return names, fulls, [f"{n}. {f}" for n, f in zip(names, fulls)]
 
 
-def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: int = 2) -> dict:
-    """Coordinate ascent over fusion weights, maximising (MAP + R@10) / 2 on out-of-fold signals."""
+def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: int = 1,
+                 frozen: frozenset = frozenset()) -> dict:  # fmt: skip
+    """Coordinate ascent over fusion weights, maximising (MAP + R@10) / 2 on out-of-fold signals. A step is
+    taken only for a gain above MIN_GAIN: with a few dozen incidents, smaller gains are noise. ``frozen``
+    weights are never changed (ablations hold a removed signal at 0)."""
     from .metrics import average_precision_score, recall_at_k
 
     golds = [set(np.flatnonzero(y)) for y in Y]
@@ -289,10 +330,12 @@ def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: i
     best_w, best = dict(weights), objective(weights)
     for _ in range(passes):
         for name in (*sig.SIGNALS, "unseen"):
+            if name in frozen:
+                continue
             for value in WEIGHT_GRID:
                 trial = best_w | {name: value}
                 if trial != best_w and any(trial.values()):
                     score = objective(trial)
-                    if score > best + 1e-9:
+                    if score > best + MIN_GAIN:
                         best_w, best = trial, score
     return best_w
