@@ -83,8 +83,19 @@ def name_analyzer(text: str) -> list[str]:
 
 
 def ridge_weights(X: np.ndarray, Y: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
-    """Closed-form multi-output ridge regression X -> Y (no intercept; X rows are unit vectors)."""
-    d = X.shape[1]
+    """Closed-form multi-output ridge regression X -> Y (no intercept; X rows are unit vectors).
+
+    With fewer examples than dimensions the dual form X.T (X X.T + alpha I)^-1 Y gives the same weights
+    from an n x n solve instead of a d x d one.
+
+    >>> X = np.random.default_rng(0).standard_normal((5, 8)); Y = np.eye(5)[:, :2]
+    >>> primal = np.linalg.solve(X.T @ X + np.eye(8), X.T @ Y)
+    >>> bool(np.allclose(ridge_weights(X, Y), primal))
+    True
+    """
+    n, d = X.shape
+    if n < d:
+        return X.T @ np.linalg.solve(X @ X.T + alpha * np.eye(n), Y)
     return np.linalg.solve(X.T @ X + alpha * np.eye(d), X.T @ Y)
 
 

@@ -1,0 +1,223 @@
+"""Evaluation harness: incident splits, no leakage, baselines, outputs, --test, CI gates (fake embedder)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from disarm_tagger import baselines, evaluate, persist, report, scoring
+from disarm_tagger.cli import EXIT_GATE, EXIT_USAGE, app
+from disarm_tagger.corpus import write_jsonl
+from disarm_tagger.schema import Example, Tactic, Technique
+from disarm_tagger.signals import SIGNALS
+from disarm_tagger.tagger import DEFAULT_WEIGHTS, Tagger
+
+TECHNIQUES = [
+    Technique("T0001", "Create fake accounts", "Operators create inauthentic social media accounts.",
+              "TA01", "Plan"),
+    Technique("T0002", "Buy advertising", "Operators pay for adverts that promote the narrative.",
+              "TA01", "Plan"),
+    Technique("T0003", "Deepfake video", "Synthetic video of a public figure saying false things.",
+              "TA02", "Make"),
+    Technique("T0003.001", "Deepfake audio", "Synthetic voice recordings.", "TA02", "Make",
+              parent_id="T0003"),
+    Technique("T0005", "Hack and leak", "Stolen documents are published to embarrass a target.",
+              "TA02", "Make"),
+    Technique("T0006", "Bribe journalists", "Reporters are paid to publish friendly stories.",
+              "TA03", "Spread"),
+]  # fmt: skip
+TACTICS = [Tactic("TA01", "Plan"), Tactic("TA02", "Make"), Tactic("TA03", "Spread")]
+
+
+def ex(i: str, incident: str, text: str, *labels: str) -> Example:
+    return Example(f"{incident}-{i}", incident_id=incident, incident_name=incident, text=text, labels=labels)
+
+
+# T0001 is the most frequent label outside I05, T0005 the most frequent overall (3 of its 4 uses are in
+# I05); T0006 occurs only in I05, T0002 only in I01, T0003.001 only in I04.
+EXAMPLES = [
+    ex("a", "I01", "The network created hundreds of fake accounts on social media.", "T0001"),
+    ex("b", "I01", "They paid for adverts promoting the narrative to voters.", "T0002"),
+    ex("a", "I02", "Fake accounts amplified the story with inauthentic profiles.", "T0001", "T0003"),
+    ex("a", "I03", "A synthetic video of the minister was shared by fake accounts.", "T0003", "T0001"),
+    ex("b", "I03", "Stolen emails were published on a leak site to embarrass the minister.", "T0005"),
+    ex("a", "I04", "A deepfake voice recording of the mayor circulated.", "T0003.001"),
+    ex("a", "I05", "Hackers leaked stolen documents from the ministry.", "T0005"),
+    ex("b", "I05", "The leaked documents were published; journalists were paid to cover them.", "T0005",
+       "T0006"),
+    ex("c", "I05", "More stolen files appeared on the leak site.", "T0005"),
+]
+
+
+@pytest.fixture(scope="module")
+def loio():
+    from conftest import FakeEmbedder
+
+    return evaluate.evaluate(EXAMPLES, TECHNIQUES, embedder=FakeEmbedder(), ablations=False, n_resamples=50)
+
+
+def test_loio_one_fold_per_incident_and_folds_never_share_an_incident(loio):
+    incidents_by_fold: dict[int, set[str]] = {}
+    for p in loio.predictions:
+        incidents_by_fold.setdefault(p.fold, set()).add(p.incident_id)
+    assert len(incidents_by_fold) == 5 == loio.config["folds"]
+    assert all(len(v) == 1 for v in incidents_by_fold.values())
+    assert sorted(i for v in incidents_by_fold.values() for i in v) == ["I01", "I02", "I03", "I04", "I05"]
+    for method, preds in evaluate.by_method(loio.predictions).items():  # every passage scored once per method
+        assert sorted(p.example_id for p in preds) == sorted(e.id for e in EXAMPLES), method
+    assert {p.method for p in loio.predictions} == {scoring.OURS, baselines.PRIOR, baselines.TFIDF}
+
+
+def test_label_only_in_the_test_incident_is_unseen(loio):
+    for p in loio.predictions:
+        held_out = {lab for e in EXAMPLES if e.incident_id == p.incident_id for lab in e.labels}
+        trained = {lab for e in EXAMPLES if e.incident_id != p.incident_id for lab in e.labels}
+        assert p.seen == frozenset(trained), (p.method, p.example_id)
+        assert ("T0006" in p.seen) == (p.incident_id != "I05")
+        assert held_out - trained <= set(held_out) - p.seen
+    # gold labels used by one incident only: T0002 (I01), T0003.001 (I04), T0006 (I05)
+    for m in loio.methods.values():
+        assert m["seen_unseen"]["unseen"]["support"] == 3
+        assert m["seen_unseen"]["seen"]["support"] == sum(len(e.labels) for e in EXAMPLES) - 3
+
+
+def test_prior_ranks_by_training_fold_frequency(loio):
+    prior = [p for p in loio.predictions if p.method == baselines.PRIOR]
+    i05 = [p for p in prior if p.incident_id == "I05"]
+    # over all data T0005 (4 uses) beats T0001 (3); without I05 T0001 (3) beats T0005 (1)
+    assert all(p.ranked[0] == "T0001" for p in i05)
+    assert all(p.ranked.index("T0001") < p.ranked.index("T0005") for p in i05)
+    rows, info = baselines.prior_method(EXAMPLES[:5], ["x"], TECHNIQUES)
+    assert rows[0][0][:2] == ("T0001", "T0003") and info["m"] == 1 and rows[0][2] == ("T0001",)
+
+
+def test_group_kfold_option():
+    folds = evaluate.incident_folds(EXAMPLES, n_folds=2)
+    assert len(folds) == 2
+    groups = [{EXAMPLES[i].incident_id for i in f.test} for f in folds]
+    assert not groups[0] & groups[1] and groups[0] | groups[1] == {"I01", "I02", "I03", "I04", "I05"}
+    for f in folds:
+        assert not {EXAMPLES[i].incident_id for i in f.train} & {EXAMPLES[i].incident_id for i in f.test}
+    with pytest.raises(evaluate.EvalError):
+        evaluate.incident_folds(EXAMPLES, n_folds=6)
+
+
+def test_metrics_are_consistent_with_the_predictions(loio):
+    ours = loio.methods[scoring.OURS]
+    assert ours["n_documents"] == len(EXAMPLES)
+    for key in ("p@1", "p@3", "p@5", "r@1", "r@3", "r@5", "r@10", "map", "mrr"):
+        assert 0.0 <= ours["ranking"][key] <= 1.0
+    assert ours["ranking"]["r@10"] == ours["r_at_k"][9]
+    lo, hi = ours["intervals"]["map"]
+    assert lo <= ours["ranking"]["map"] <= hi
+    assert set(loio.margins) == {baselines.PRIOR, baselines.TFIDF}
+    prior = loio.methods[baselines.PRIOR]["ranking"]["map"]
+    expected = ours["ranking"]["map"] - prior
+    assert loio.margins[baselines.PRIOR]["map"]["margin"] == pytest.approx(expected, abs=1e-9)
+    assert sum(t["support"] for t in ours["per_tactic"]) == sum(len(e.labels) for e in EXAMPLES)
+    assert ours["parent"]["ranking"]["r@10"] >= 0.0
+    assert set(loio.headline()) == set(scoring.GATE_METRICS)  # every gate name can be checked
+
+
+def test_outputs_written_and_deterministic(loio, tmp_path):
+    kw = {"command": "disarm-tagger eval --data td --out ev", "provenance": {"training_data_sha256": "abc"},
+          "date": "2000-01-01 00:00 UTC"}
+    first = report.write(loio, tmp_path / "a", **kw)
+    second = report.write(loio, tmp_path / "b", **kw)
+    assert [p.name for p in first] == ["metrics.json", *report.PLOTS.values(), "report.md"]
+    for a, b in zip(first, second):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    md = (tmp_path / "a" / "report.md").read_text()
+    assert "disarm-tagger eval --data td --out ev" in md and "## Ablations" not in md
+    doc = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert doc["data"]["training_data_sha256"] == "abc" and doc["generated"]["command"].endswith("--out ev")
+    assert set(doc["methods"]) == {scoring.OURS, baselines.PRIOR, baselines.TFIDF}
+
+
+def test_ablation_removes_a_signal_and_keeps_it_out(fake_embedder):
+    variants = evaluate.ablation_variants(fake_embedder, {})
+    expected = [f"without {s}" if w else f"with {s} forced to 1" for s, w in DEFAULT_WEIGHTS.items()]
+    assert list(variants)[1:] == expected
+    assert set(SIGNALS) <= set(DEFAULT_WEIGHTS)
+    _rows, info = variants["without knn"](EXAMPLES[:6], ["fake accounts"], TECHNIQUES)
+    assert info["weights"]["knn"] == 0.0  # held out of tuning: the tuner may move the others, never this
+
+
+def test_test_set_with_saved_model(fake_embedder, tmp_path):
+    train = [e for e in EXAMPLES if e.incident_id != "I05"]
+    persist.save(Tagger(fake_embedder).fit(train, TECHNIQUES), tmp_path / "model")
+    model = persist.load(tmp_path / "model", embedder=fake_embedder)
+    test = [e for e in EXAMPLES if e.incident_id == "I05"] + [EXAMPLES[0]]
+    result = evaluate.evaluate_model(model, test, n_resamples=50)
+    assert set(result.methods) == {scoring.OURS, baselines.PRIOR}
+    su = result.methods[scoring.OURS]["seen_unseen"]
+    assert su["unseen"]["support"] == 1 and su["seen"]["support"] == 4  # T0006 never in the model's data
+    assert result.config["warnings"] and "I01" in result.config["warnings"][0]  # I01 was trained on
+    prior = [p for p in result.predictions if p.method == baselines.PRIOR]
+    assert prior[0].ranked[0] == "T0001"
+
+
+@pytest.fixture()
+def training_data(tmp_path, monkeypatch, fake_embedder):
+    from disarm_tagger import embed
+
+    folder = tmp_path / "td"
+    folder.mkdir()
+    write_jsonl(folder / "techniques.jsonl", TECHNIQUES)
+    write_jsonl(folder / "tactics.jsonl", TACTICS)
+    write_jsonl(folder / "examples.jsonl", EXAMPLES)
+    monkeypatch.setattr(embed, "PackagedEmbedder", lambda *a, **k: fake_embedder)
+    return folder
+
+
+def _eval(tmp_path, folder, *extra):
+    args = ["eval", "--data", str(folder), "--out", str(tmp_path / "out"), "--folds", "2", "--no-ablations",
+            "--cache", str(tmp_path / "cache.npz"), *extra]  # fmt: skip
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_eval_writes_report_and_gates(training_data, tmp_path, fake_embedder):
+    ok = _eval(tmp_path, training_data, "--fail-under", "map=0.0")
+    assert ok.exit_code == 0, ok.output
+    md = (tmp_path / "out" / "report.md").read_text()
+    command = f"disarm-tagger eval --data {training_data} --folds 2 --no-ablations --out {tmp_path / 'out'}"
+    assert command in md
+    assert "[2/2]" in ok.output and "ETA" in ok.output  # progress on stderr (mixed in by CliRunner)
+
+    committed = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    committed["methods"]["ours"]["headline"]["p@1"] += 0.5
+    (tmp_path / "committed.json").write_text(json.dumps(committed))
+    gated = _eval(tmp_path, training_data, "--fail-under", "map=1.01", "--fail-under", "r@10=0.0",
+                  "--compare", str(tmp_path / "committed.json"))  # fmt: skip
+    assert gated.exit_code == EXIT_GATE
+    assert "gate failed: map" in gated.output and "gate failed: r@10" not in gated.output
+    assert "gate failed: p@1" in gated.output and "below the committed" in gated.output
+
+    train = [e for e in EXAMPLES if e.incident_id != "I05"]
+    persist.save(Tagger(fake_embedder).fit(train, TECHNIQUES), tmp_path / "model")
+    write_jsonl(tmp_path / "test.jsonl", [e for e in EXAMPLES if e.incident_id == "I05"])
+    args = ["eval", "--test", str(tmp_path / "test.jsonl"), "--model", str(tmp_path / "model"),
+            "--out", str(tmp_path / "heldout"), "--fail-under", "unseen_r@10=0.0"]  # fmt: skip
+    held = CliRunner().invoke(app, args)
+    assert held.exit_code == 0, held.output
+    doc = json.loads((tmp_path / "heldout" / "metrics.json").read_text())
+    assert doc["config"]["mode"] == "held-out test set" and doc["data"]["test_file"].endswith("test.jsonl")
+    assert "disarm-tagger eval --test" in (tmp_path / "heldout" / "report.md").read_text()
+
+    bad = _eval(tmp_path, training_data, "--fail-under", "nonsense=1")
+    assert bad.exit_code == EXIT_USAGE and "unknown metric" in bad.output
+    assert _eval(tmp_path, training_data, "--model", str(tmp_path / "model")).exit_code == EXIT_USAGE
+
+
+def test_gate_helpers():
+    assert scoring.parse_gates(["map=0.3", "R@10=0.45"]) == {"map": 0.3, "r@10": 0.45}
+    with pytest.raises(ValueError):
+        scoring.parse_gates(["map"])
+    assert scoring.check_gates({"map": 0.3}, {"map": 0.3}) == []
+    missing = scoring.check_gates({"unseen_r@10": None}, {"unseen_r@10": 0.1})
+    assert missing[0].startswith("unseen_r@10 was not measured")
+    committed = {"methods": {"ours": {"headline": {"map": 0.40, "r@10": 0.5}}}}
+    assert scoring.compare_headline({"map": 0.385, "r@10": 0.5}, committed, tolerance=0.02) == []
+    assert len(scoring.compare_headline({"map": 0.37, "r@10": 0.5}, committed, tolerance=0.02)) == 1
