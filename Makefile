@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXAMPLE := src/disarm_tagger/data/example_article.md
 
-.PHONY: setup suggest test test-fast eval train import bench clean
+.PHONY: setup suggest test test-fast eval eval-gate eval-ci-baseline train import bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,18 @@ train: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/disarm-tagger eval --data training_data --out eval
+
+## CI's quality gate: a 5-fold evaluation compared with the committed eval/ci/metrics.json
+EVAL_CI = --folds 5 --no-ablations
+eval-gate: $(STAMP)
+	$(BIN)/disarm-tagger eval $(EVAL_CI) --out .cache/ci-eval --compare eval/ci/metrics.json --tolerance 0.02
+
+## regenerate the committed numbers the gate compares with (after an intended change in quality)
+eval-ci-baseline: $(STAMP)
+	$(BIN)/disarm-tagger eval $(EVAL_CI) --out eval/ci
+
+bench: $(STAMP)
+	$(BIN)/disarm-tagger bench
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
