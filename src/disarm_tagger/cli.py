@@ -217,10 +217,12 @@ def _interchange(format: Format, source: str, model: str, article, tagger) -> st
     by_id = {t.id: t for t in tagger.techniques_}
     key = source if source != "stdin" else "sha256:" + hashlib.sha256(article.text.encode()).hexdigest()
     if format is Format.stix:
-        doc = formats.stix_bundle(source, article.suggestions, by_id, title=article.title, key=key, model=model)
+        doc = formats.stix_bundle(source, article.suggestions, by_id, title=article.title, key=key,
+                                  model=model)
     elif format is Format.navigator:
-        doc = formats.navigator_layer(article.suggestions, by_id, name=f"disarm-tagger: {article.title or source}",
-                                      description=f"DISARM techniques suggested for {source} by model {model}")
+        name = f"disarm-tagger: {article.title or source}"
+        doc = formats.navigator_layer(article.suggestions, by_id, name=name,
+                                      description=f"DISARM techniques suggested for {source} by {model}")
     else:
         doc = formats.misp_event(source, article.suggestions, by_id, title=article.title, key=key)
     return json.dumps(doc, ensure_ascii=False, indent=2)
@@ -231,9 +233,9 @@ def annotate(
     path: Annotated[str, typer.Argument(help="Article file (.txt, .md, .html) or - for standard input.")],
     *,
     labels: Annotated[str, typer.Option(help="Confirmed DISARM technique ids, comma separated.")],
-    incident: Annotated[Optional[str], typer.Option(show_default=False, help="Incident id grouping this text in "
-                        "cross-validation. Default: LOCAL-<first 8 hex of the text's sha256>.")] = None,  # fmt: skip
-    data: Annotated[Path, typer.Option(help="training_data folder (its techniques.jsonl validates the labels).")] = Path(
+    incident: Annotated[Optional[str], typer.Option(show_default=False, help="Incident id grouping this "
+                        "text in cross-validation. Default: LOCAL-<sha8 of the text>.")] = None,  # fmt: skip
+    data: Annotated[Path, typer.Option(help="training_data folder (labels checked against it).")] = Path(
         "training_data"
     ),
     note: Annotated[str, typer.Option(help="Free-text note stored with the annotation.")] = "",
@@ -273,8 +275,8 @@ def annotate(
         raise fail(str(exc), EXIT_DATA) from exc
     ex = result.example
     what = "added" if result.previous_labels is None else f"replaced {','.join(result.previous_labels)} with"
-    typer.echo(f"{what} {','.join(ex.labels)} for {ex.id} (incident {ex.incident_id}, {len(ex.text):,} characters) "
-               f"in {result.path}; run `disarm-tagger train` to use it")
+    typer.echo(f"{what} {','.join(ex.labels)} for {ex.id} (incident {ex.incident_id}, {len(ex.text):,} "
+               f"characters) in {result.path}; run `disarm-tagger train` to use it")
 
 
 EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
@@ -287,7 +289,8 @@ def _eval_progress():
     def report(step: int, total: int, what: str) -> None:
         elapsed = time.perf_counter() - started
         eta = elapsed / step * (total - step) if step else 0.0
-        typer.echo(f"[{step}/{total}] {what}  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", err=True)
+        typer.echo(f"[{step}/{total}] {what}  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min",
+                   err=True)  # fmt: skip
 
     return report
 
@@ -295,30 +298,48 @@ def _eval_progress():
 @app.command("eval")
 def eval_cmd(
     *,
-    data: Annotated[Path, typer.Option(help="training_data folder to cross-validate on.")] = Path("training_data"),
-    out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and the plots.")] = Path("eval"),
-    folds: Annotated[Optional[int], typer.Option(min=2, show_default=False, help="GroupKFold by incident with this "
-                     "many folds. Default: leave one incident out.")] = None,  # fmt: skip
-    test: Annotated[Optional[Path], typer.Option(show_default=False, help="Score a trained model on this labelled "
-                    "JSONL (examples schema) instead of cross-validating.")] = None,  # fmt: skip
+    data: Annotated[Path, typer.Option(help="training_data folder to cross-validate on.")] = Path(
+        "training_data"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and plots.")] = Path("eval"),
+    folds: Annotated[
+        Optional[int],
+        typer.Option(min=2, show_default=False, help="GroupKFold by incident with this many folds. "
+                     "Default: leave one incident out."),
+    ] = None,  # fmt: skip
+    test: Annotated[
+        Optional[Path],
+        typer.Option(show_default=False, help="Score a trained model (--model) on this labelled JSONL "
+                     "(examples schema) instead of cross-validating."),
+    ] = None,  # fmt: skip
     model: ModelOption = None,
-    ablations: Annotated[bool, typer.Option(help="Refit with each signal removed in turn (the slow part).")] = True,
+    ablations: Annotated[bool, typer.Option(help="Refit without each signal in turn (slow).")] = True,
     ablation_folds: Annotated[int, typer.Option(min=2, help="GroupKFold folds for the ablations.")] = 10,
-    fail_under: Annotated[Optional[list[str]], typer.Option(show_default=False, metavar="METRIC=VALUE",
-                          help="Exit 5 if our METRIC is below VALUE, e.g. map=0.30 (repeatable).")] = None,  # fmt: skip
-    compare: Annotated[Optional[Path], typer.Option(show_default=False, help="A committed metrics.json: exit 5 if a "
-                       "headline metric (P@1, R@10, MAP, micro F1) is lower by more than --tolerance.")] = None,
+    fail_under: Annotated[
+        Optional[list[str]],
+        typer.Option(show_default=False, metavar="METRIC=VALUE",
+                     help="Exit 5 if our METRIC is below VALUE, e.g. map=0.30 (repeatable)."),
+    ] = None,  # fmt: skip
+    compare: Annotated[
+        Optional[Path],
+        typer.Option(show_default=False, help="A committed metrics.json: exit 5 if a headline metric "
+                     "(P@1, R@10, MAP, micro F1) is lower by more than --tolerance."),
+    ] = None,  # fmt: skip
     tolerance: Annotated[float, typer.Option(min=0.0, help="Allowed drop for --compare.")] = 0.02,
-    cache: Annotated[Path, typer.Option(help="Embedding cache shared by all folds.")] = Path(".cache/embeddings.npz"),
+    cache: Annotated[Path, typer.Option(help="Embedding cache shared by all folds.")] = Path(
+        ".cache/embeddings.npz"
+    ),
     backend: BackendOption = None,
-    local: Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")] = True,
+    local: Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")] = (
+        True
+    ),
 ) -> None:
-    """Evaluate by incident: cross-validation (default) or a trained model on a labelled test file.
+    """Evaluate by incident: cross-validation (default), or a trained model on a labelled test file.
 
-    Every fold refits the tagger and the baselines (most-frequent prior, TF-IDF + logistic regression) on
-    its training incidents only. Writes metrics.json, report.md and PNG plots to --out. Progress goes to
-    stderr. Exit codes: 0 ok, 1 bad input, 2 usage, 3 model, 4 data, 5 a --fail-under or --compare gate
-    failed.
+    Every fold refits the tagger and the baselines (most-frequent prior, TF-IDF + logistic regression)
+    on its training incidents only. Writes metrics.json, report.md and PNG plots to --out; progress
+    goes to stderr. Exit codes: 0 ok, 1 bad input, 2 usage, 3 model, 4 data, 5 a --fail-under or
+    --compare gate failed.
 
     Examples:
 
@@ -344,34 +365,34 @@ def eval_cmd(
         committed = json.loads(compare.read_text(encoding="utf-8")) if compare else None
     except (OSError, ValueError) as exc:
         raise fail(f"--compare {compare}: cannot read it ({exc})") from exc
-    argv = ["disarm-tagger", "eval"] + (
-        ["--test", str(test), "--model", str(model)] if test else
-        ["--data", str(data)] + (["--folds", str(folds)] if folds else []) +
-        (["--ablation-folds", str(ablation_folds)] if ablations else ["--no-ablations"])
-    ) + ["--out", str(out)] + (["--no-local"] if not local and not test else []) + (
-        ["--backend", backend.value] if backend else [])  # fmt: skip
     try:
         if test:
             examples = corpus.read_jsonl(test, Example)
             folder, tagger = _load_model(model, backend)
             result = evaluate.evaluate_model(tagger, examples, progress=_eval_progress())
             provenance = evaluate.heldout_provenance(test, folder, tagger)
+            argv = ["--test", str(test), "--model", str(folder)]
         else:
             from .embed import CachedEmbedder, PackagedEmbedder
 
             data_set = corpus.load_corpus(data, include_local=local)
             embedder = CachedEmbedder(PackagedEmbedder(backend.value if backend else "onnx"), cache)
             try:
-                result = evaluate.evaluate(data_set.examples, data_set.techniques, embedder=embedder, n_folds=folds,
-                                           ablations=ablations, ablation_folds=ablation_folds,
+                result = evaluate.evaluate(data_set.examples, data_set.techniques, embedder=embedder,
+                                           n_folds=folds, ablations=ablations, ablation_folds=ablation_folds,
                                            progress=_eval_progress())  # fmt: skip
             finally:
                 embedder.save()
             provenance = corpus.provenance(data_set, data)
+            argv = ["--data", str(data), *(["--folds", str(folds)] if folds else []),
+                    *(["--ablation-folds", str(ablation_folds)] if ablations else ["--no-ablations"]),
+                    *([] if local else ["--no-local"])]  # fmt: skip
     except corpus.CorpusError as exc:
         raise fail(str(exc), EXIT_DATA) from exc
     except evaluate.EvalError as exc:
         raise fail(str(exc), EXIT_USAGE) from exc
+    argv = ["disarm-tagger", "eval", *argv, *(["--backend", backend.value] if backend else [])]
+    argv += ["--out", str(out)]
     paths = report.write(result, out, command=shlex.join(argv), provenance=provenance)
     for name, m in result.methods.items():
         h = m["headline"]
@@ -391,6 +412,12 @@ def eval_cmd(
 class BatchFormat(str, Enum):
     jsonl = "jsonl"
     csv = "csv"
+    stix = "stix"
+    navigator = "navigator"
+    misp = "misp"
+
+
+EXPORTS = ("stix", "navigator", "misp")
 
 
 def _batch_progress(total: int | None):
@@ -399,7 +426,8 @@ def _batch_progress(total: int | None):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)  # fmt: skip
 
-    counts = [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()] if total else [TextColumn("{task.completed:,}")]
+    counts = [BarColumn(bar_width=20), MofNCompleteColumn(), TimeRemainingColumn()] if total else [
+        TextColumn("{task.completed:,}")]
     bar = Progress(SpinnerColumn(), TextColumn("tagging"), *counts, TextColumn("{task.fields[rate]}"),
                    TimeElapsedColumn(), console=Console(stderr=True))  # fmt: skip
     task = bar.add_task("tagging", total=total, rate="")
@@ -418,7 +446,10 @@ def batch_cmd(
     *,
     out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
     format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
-                      "record per document; csv: one row per suggestion. Default: csv if OUT ends in .csv.")] = None,
+                      "record per document; csv: one row per suggestion; stix (one bundle, a report per document), "
+                      "navigator (one layer counting documents per technique), misp (one event per line): written "
+                      "to OUT when the run ends, from the resumable records in OUT.records.jsonl. "
+                      "Default: csv if OUT ends in .csv, else jsonl.")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=400, help="Suggestions per document.")] = 10,
     min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop suggestions scoring below this.")] = 0.0,
     model: ModelOption = None,
@@ -450,31 +481,52 @@ def batch_cmd(
     from . import batch as batch_lib
 
     fmt = format.value if format else "csv" if out.suffix.lower() == ".csv" else "jsonl"
+    export, records = (fmt, out.with_name(out.name + ".records.jsonl")) if fmt in EXPORTS else (None, out)
+    fmt = "jsonl" if export else fmt
     total, progress, stop = None, None, lambda: None
     if sys.stderr.isatty():
         try:
             total = batch_lib.count_inputs(input, id_field=id_field, text_field=text_field)
-        except batch_lib.BatchError:
+        except batch_lib.BacklogError:
             pass  # run_batch reports it
         progress, stop = _batch_progress(total)
     try:
-        summary = batch_lib.run_batch(input, out, load_tagger=lambda: _load_model(model, backend)[1], fmt=fmt,
+        summary = batch_lib.run_batch(input, records, load_tagger=lambda: _load_model(model, backend)[1], fmt=fmt,
                                       top_k=top_k, min_score=min_score, id_field=id_field, text_field=text_field,
                                       max_bytes=max_bytes, batch_size=batch_size, progress=progress)  # fmt: skip
-    except batch_lib.BatchError as exc:
+    except batch_lib.BacklogError as exc:
         raise fail(str(exc)) from exc
+    except OSError as exc:  # OUT not writable, disk full...
+        raise fail(f"{out}: {exc.strerror or exc}") from exc
     finally:
         stop()
     for note in summary.notes:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(f"{summary.processed:,} documents in {summary.seconds:.1f}s ({summary.docs_per_second:.1f} docs/s): "
-               f"{summary.succeeded:,} tagged, {summary.errors:,} errors, {summary.skipped:,} already in {out}")
+               f"{summary.succeeded:,} tagged, {summary.errors:,} errors, {summary.skipped:,} already in {records}")
     if summary.duplicates:
         more = len(summary.duplicates) - 20
         shown = ", ".join(summary.duplicates[:20]) + (f" and {more:,} more" if more > 0 else "")
         typer.echo(f"{len(summary.duplicates):,} repeated ids in the input, tagged once: {shown}")
+    if export:
+        _write_export(records, out, export, model, min_score, name=str(input))
     if (summary.processed and not summary.succeeded) or (strict and summary.errors):
         raise typer.Exit(EXIT_ERROR)
+
+
+def _write_export(records: Path, out: Path, export: str, model: Path | None, min_score: float, *, name: str):
+    import os
+
+    from . import formats, persist
+    from .corpus import read_jsonl
+    from .schema import Technique
+
+    folder = model or persist.default_model_dir()
+    by_id = {t.id: t for t in read_jsonl(folder / persist.CATALOGUE, Technique)}
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(formats.export_batch(records, export, by_id, name=name, min_score=min_score), encoding="utf-8")
+    os.replace(tmp, out)
+    typer.echo(f"wrote {export} export to {out} (records kept in {records})")
 
 
 @app.command()
@@ -530,11 +582,11 @@ def bench(
 
     p, e = result["pipeline"], result["encoder"]
     table = Table(title=f"{result['docs']} synthetic documents, {result['units']:,} units, {result['backend']}, "
-                  f"batch {result['batch_size']}")  # fmt: skip
+                  f"batch {result['batch_size']}, load average {result['load_average']}")  # fmt: skip
     for col in ("measure", "seconds", "docs/s"):
         table.add_column(col, justify="left" if col == "measure" else "right")
     table.add_row("batch pipeline", f"{p['seconds']:.2f}", f"{p['docs_per_s']:.1f}")
-    table.add_row("encoder alone, same units", f"{e['seconds']:.2f}", f"{e['docs_per_s']:.1f}")
+    table.add_row("encoder alone, same units (mean of 2)", f"{e['seconds']:.2f}", f"{e['docs_per_s']:.1f}")
     table.add_row("ratio (target >= 0.90)", "", f"{result['ratio']:.2f}")
     console = Console()
     console.print(table)

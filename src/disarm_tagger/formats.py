@@ -303,3 +303,37 @@ def misp_event(source: str, suggestions: Sequence[Suggestion],
                     "GalaxyCluster": clusters}] if clusters else [],
     }  # fmt: skip
     return {"Event": event}
+
+
+# ------------------------------------------------------------------------------------------ batch export
+def read_batch_records(path) -> Iterable[tuple[str, str, list[Suggestion]]]:
+    """(id, source, suggestions) for each successful record of a batch JSONL file, streamed."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line) if line.strip() else {}
+            if "suggestions" in record:
+                yield record["id"], record.get("source", record["id"]), [
+                    suggestion_from_record(s) for s in record["suggestions"]]
+
+
+def export_batch(records_path, fmt: str, techniques_by_id: Mapping[str, Technique], *, name: str,
+                 min_score: float = 0.0) -> str:  # fmt: skip
+    """A finished batch as one interchange file: a merged STIX bundle (one report per document), one
+    Navigator layer counting documents per technique, or MISP events one per line (JSON lines)."""
+    import json
+
+    records = read_batch_records(records_path)
+    if fmt == "stix":
+        bundles = (stix_bundle(src, sugg, techniques_by_id, key=doc_id) for doc_id, src, sugg in records)
+        return json.dumps(merge_bundles(bundles, key=name), ensure_ascii=False, indent=2)
+    if fmt == "navigator":
+        counts = count_documents(((doc_id, sugg) for doc_id, _src, sugg in records), min_score=min_score)
+        n = sum(1 for _ in read_batch_records(records_path))
+        return json.dumps(navigator_layer(counts, techniques_by_id, name=f"disarm-tagger: {name}",
+                                          description=f"{n} documents from {name}"), ensure_ascii=False, indent=2)
+    if fmt == "misp":
+        return "".join(json.dumps(misp_event(src, sugg, techniques_by_id, key=doc_id), ensure_ascii=False) + "\n"
+                       for doc_id, src, sugg in records)  # fmt: skip
+    raise ValueError(f"unknown export format {fmt!r}")

@@ -7,6 +7,7 @@ unit embeddings ``U`` [u, d] owned by examples ``owner`` [u] (sorted, contiguous
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -49,20 +50,29 @@ def knn_scores(sim: np.ndarray, Y: np.ndarray, pool: np.ndarray, *, temperature:
     return (w / w.sum()) @ Y[pool]
 
 
-def cooccurrence(knn: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j) over the pool's examples.
+def cooccurrence_matrix(Y: np.ndarray) -> np.ndarray:
+    """[j, l] = P(label l | label j) over the examples in Y.
 
-    >>> cooccurrence(np.array([1.0, 0.0]), np.array([[1, 1], [0, 1]])).tolist()
-    [1.0, 1.0]
+    >>> cooccurrence_matrix(np.array([[1, 1], [0, 1]])).tolist()
+    [[1.0, 1.0], [0.5, 1.0]]
     """
     counts = Y.T @ Y
-    conditional = counts / np.maximum(np.diag(counts)[:, None], 1.0)  # [j, l] = P(l | j)
+    return counts / np.maximum(np.diag(counts)[:, None], 1.0)
+
+
+def cooccurrence(knn: np.ndarray, conditional: np.ndarray) -> np.ndarray:
+    """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j).
+
+    >>> cooccurrence(np.array([1.0, 0.0]), cooccurrence_matrix(np.array([[1, 1], [0, 1]]))).tolist()
+    [1.0, 1.0]
+    """
     return knn @ conditional
 
 
 _STOP = frozenset("the and for with that this from are was were use using used into their its".split())
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A crude English suffix stripper, enough to match "journalists" with "Journalist Persona".
 
@@ -130,8 +140,9 @@ def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
 
 def lexicon_scores(text: str, lexicon: Mapping[str, tuple[int, ...]], n_labels: int) -> np.ndarray:
     out = np.zeros(n_labels)
-    for term, labels in lexicon.items():
-        if re.search(rf"\b{re.escape(term)}\b", text):
+    words = set(re.findall(r"\w+", text))
+    for term, labels in lexicon.items():  # the regex runs only where every word of the term occurs
+        if all(w in words for w in term.split()) and re.search(rf"\b{re.escape(term)}\b", text):
             out[list(labels)] += 1.0
     return out
 

@@ -48,6 +48,7 @@ class _Query:
     text: str
     spans: list[textmod.Span]
     Q: np.ndarray
+    lexical: tuple | None = None  # (tfidf row, name tfidf row) when computed for many queries at once
 
     @property
     def doc(self) -> np.ndarray:
@@ -96,6 +97,7 @@ class Tagger:
         unknown = {lab for e in examples for lab in e.labels} - set(index)
         if unknown:
             raise ValueError(f"labels not in the technique catalogue: {', '.join(sorted(unknown))}")
+        self._conditional_all = None  # derived from Y_, recomputed on first use
         self.Y_ = np.zeros((len(examples), len(self.classes_)))
         for i, ex in enumerate(examples):
             self.Y_[i, [index[lab] for lab in ex.labels]] = 1.0
@@ -160,13 +162,20 @@ class Tagger:
         n = len(self.classes_)
         if not len(q.Q):
             return {k: np.zeros(n) for k in ("zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon")}
+        tfidf, name_tfidf = q.lexical if q.lexical is not None else self._lexical([q.text])[0]
         return {
             "zs_name": sig.zero_shot(q.Q, self.T_name_),
             "zs_full": sig.zero_shot(q.Q, self.T_full_),
-            "tfidf": (self.tfidf_.transform([q.text]) @ self.T_tfidf_.T).toarray()[0],
-            "name_tfidf": (self.name_tfidf_.transform([q.text]) @ self.T_name_tfidf_.T).toarray()[0],
+            "tfidf": tfidf,
+            "name_tfidf": name_tfidf,
             "lexicon": sig.lexicon_scores(q.text, self.lexicon_, n),
         }
+
+    def _lexical(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """TF-IDF similarity of each text to every technique (full text, and names), in one pass."""
+        full = (self.tfidf_.transform(texts) @ self.T_tfidf_.T).toarray()
+        names = (self.name_tfidf_.transform(texts) @ self.T_name_tfidf_.T).toarray()
+        return list(zip(full, names))
 
     def _signals(self, q: _Query, raw: dict, *, pool: np.ndarray, W: np.ndarray | None = None):
         """All signals for one query, using only the training examples in ``pool``."""
@@ -180,7 +189,7 @@ class Tagger:
             if W is None:
                 W = sig.ridge_weights(self.doc_emb_[pool], self.Y_[pool], alpha=self.ridge_alpha)
             out["ridge"] = q.doc @ W
-            out["cooc"] = sig.cooccurrence(out["knn"], self.Y_[pool])
+            out["cooc"] = sig.cooccurrence(out["knn"], self._conditional(pool))
         else:
             out["knn"] = out["ridge"] = out["cooc"] = np.zeros(len(self.classes_))
         out["prior"] = np.log1p(counts)
@@ -189,6 +198,13 @@ class Tagger:
         active["lexicon"] = out["lexicon"] > 0
         active["name_tfidf"] = out["name_tfidf"] > 0
         return out, active
+
+    def _conditional(self, pool: np.ndarray) -> np.ndarray:
+        if pool.all():  # prediction always uses the whole pool: compute it once
+            if getattr(self, "_conditional_all", None) is None:
+                self._conditional_all = sig.cooccurrence_matrix(self.Y_)
+            return self._conditional_all
+        return sig.cooccurrence_matrix(self.Y_[pool])
 
     def _check(self) -> None:
         if not hasattr(self, "classes_"):
@@ -268,6 +284,7 @@ class Tagger:
         good = [p for p in prepared if not isinstance(p, Exception)]
         vectors = self._embedder().encode([s.text for _t, _x, spans in good for s in spans])
         bounds = np.cumsum([0] + [len(spans) for _t, _x, spans in good])
+        lexical = self._lexical([text for _t, text, _s in good]) if good else []
         out: list = []
         i = 0
         for p in prepared:
@@ -275,7 +292,7 @@ class Tagger:
                 out.append(p)
                 continue
             title, text, spans = p
-            q = _Query(text, spans, vectors[bounds[i] : bounds[i + 1]])
+            q = _Query(text, spans, vectors[bounds[i] : bounds[i + 1]], lexical[i])
             language = textmod.detect_language_hint(text)
             warnings = (f"text looks non-English ({language}); the model is English-only, suggestions are best "
                         "effort",) if language else ()  # fmt: skip

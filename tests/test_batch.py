@@ -1,0 +1,340 @@
+"""`disarm-tagger batch` with the fake embedder: inputs, output schema, resume, torn records, duplicates, bad
+records, exit codes, the lock, and kill -9 at random points of a real subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FakeEmbedder
+from disarm_tagger import batch, embed, persist
+from disarm_tagger.cli import app
+from disarm_tagger.tagger import Tagger
+from test_tagger import TECHNIQUES, _examples
+
+SENTENCES = [
+    "Operators ran a messaging channel.", "Subscribers paid with card payments to unlock the posts.",
+    "They registered a website and a domain for the campaign.", "Neural networks synthesised fake faces.",
+    "A messaging channel relayed the posts to subscribers.", "The articles were hosted on a website.",
+]  # fmt: skip
+SUGGESTION_KEYS = {"rank", "technique_id", "name", "tactic_id", "tactic", "score", "evidence"}
+
+
+def _doc(i: int) -> str:
+    rng = random.Random(i)
+    return " ".join(rng.choice(SENTENCES) for _ in range(rng.randint(1, 4)))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("batch") / "model"
+    persist.save(Tagger(FakeEmbedder()).fit(_examples(), TECHNIQUES), folder)
+    return folder
+
+
+@pytest.fixture()
+def run(model_dir, monkeypatch):
+    monkeypatch.setattr(embed, "PackagedEmbedder", lambda *a, **k: FakeEmbedder())
+
+    def invoke(*args):
+        return CliRunner().invoke(app, ["batch", *map(str, args), "--model", str(model_dir), "--top-k", "3"])
+
+    return invoke
+
+
+def _jsonl(path: Path, docs) -> Path:
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_jsonl_input_output_schema(run, tmp_path):
+    docs = [{"id": f"d{i}", "text": _doc(i)} for i in range(5)] + [{"id": 7, "text": "x"}]
+    source = _jsonl(tmp_path / "in.jsonl", docs)
+    out = tmp_path / "out.jsonl"
+    result = _ok(run(source, "--out", out))
+    assert "6 tagged, 0 errors, 0 already in" in result.stdout
+    records = _lines(out)
+    assert [r["id"] for r in records] == ["d0", "d1", "d2", "d3", "d4", "7"]
+    for n, record in enumerate(records, 1):
+        assert set(record) == {"id", "source", "suggestions"} and record["source"] == f"{source}:{n}"
+        assert [s["rank"] for s in record["suggestions"]] == [1, 2, 3]
+        for s in record["suggestions"]:
+            assert set(s) == SUGGESTION_KEYS and 0.0 <= s["score"] <= 1.0
+    assert not (tmp_path / "out.jsonl.lock").exists()
+
+
+def test_directory_input_ids_are_relative_paths(run, tmp_path):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "b.txt").write_text(SENTENCES[0])
+    (root / "a.md").write_text("# Title\n\n" + SENTENCES[1])
+    (root / "sub" / "c.html").write_text(f"<html><body><article><p>{SENTENCES[2]}</p></article></body></html>")
+    (root / "report.pdf").write_bytes(b"%PDF-1.4\n...")
+    (root / "data.bin").write_bytes(b"ignored")
+    (root / ".hidden.txt").write_text("ignored")
+    (root / ".git" / "x.txt").write_text("ignored")
+    out = tmp_path / "out.jsonl"
+    _ok(run(root, "--out", out))
+    records = _lines(out)
+    assert [r["id"] for r in records] == ["a.md", "b.txt", "report.pdf", "sub/c.html"]
+    assert records[3]["source"] == str(root / "sub" / "c.html")
+    assert "PDF not supported" in records[2]["error"]
+    assert batch.count_inputs(root) == 4
+
+
+def test_csv_input_with_large_and_multiline_fields_to_csv_output(run, tmp_path):
+    source = tmp_path / "in.csv"
+    big = " ".join([SENTENCES[0]] * 6000)  # ~200 kB: over csv's default 128 kB field limit
+    with source.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["url", "title", "body"])
+        writer.writerow(["u1", "t", SENTENCES[1] + "\n" + SENTENCES[2]])
+        writer.writerow(["u2", "t", big])
+        writer.writerow(["u3", "t", ""])
+    out = tmp_path / "out.csv"
+    _ok(run(source, "--out", out, "--id-field", "url", "--text-field", "body"))
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == batch.CSV_COLUMNS
+    assert [(r["id"], r["rank"]) for r in rows] == [("u1", "1"), ("u1", "2"), ("u1", "3"), ("u2", "1"),
+                                                    ("u2", "2"), ("u2", "3"), ("u3", "")]  # fmt: skip
+    assert rows[0]["technique_id"] and rows[0]["evidence"] in SENTENCES[1] + "\n" + SENTENCES[2]
+    assert rows[-1]["error"] == f"{source}:record 3: is empty" and rows[0]["error"] == ""
+
+
+def test_csv_input_without_the_columns_is_refused(run, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("name,body\nx,y\n")
+    result = run(source, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 1 and "no column 'id', 'text'" in result.stderr
+
+
+def test_resume_skips_done_ids_and_appends_only_new_ones(run, tmp_path):
+    docs = [{"id": f"d{i}", "text": _doc(i)} for i in range(6)]
+    source, out = _jsonl(tmp_path / "in.jsonl", docs[:3]), tmp_path / "out.jsonl"
+    _ok(run(source, "--out", out))
+    before = out.read_bytes()
+    _jsonl(source, docs)
+    result = _ok(run(source, "--out", out))
+    assert "3 tagged, 0 errors, 3 already in" in result.stdout
+    assert out.read_bytes().startswith(before)
+    assert [r["id"] for r in _lines(out)] == [d["id"] for d in docs]
+    assert "0 tagged, 0 errors, 6 already in" in _ok(run(source, "--out", out)).stdout
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_torn_last_record_is_cut_and_redone(run, tmp_path, suffix):
+    docs = [{"id": f"d{i}", "text": _doc(i)} for i in range(8)]
+    source, out = _jsonl(tmp_path / "in.jsonl", docs), tmp_path / f"out.{suffix}"
+    _ok(run(source, "--out", out))
+    complete = out.read_bytes()
+    for cut in (7, 60):  # inside the last record, and further back (CSV: inside the last id's rows)
+        out.write_bytes(complete[:-cut])
+        result = _ok(run(source, "--out", out))
+        assert "torn last record" in result.stderr
+        assert out.read_bytes() == complete  # exactly as an uninterrupted run wrote it
+    out.write_bytes(complete[: complete.index(b"\n") + 1][:-1])  # even a torn first record or header
+    _ok(run(source, "--out", out))
+    assert out.read_bytes() == complete
+
+
+def test_duplicate_input_ids_are_written_once_and_reported(run, tmp_path):
+    ids = ["a", "b", "a", "c", "b", "a"]
+    source = _jsonl(tmp_path / "in.jsonl", [{"id": x, "text": _doc(i)} for i, x in enumerate(ids)])
+    out = tmp_path / "out.jsonl"
+    result = _ok(run(source, "--out", out))
+    assert [r["id"] for r in _lines(out)] == ["a", "b", "c"]
+    assert "3 repeated ids in the input, tagged once: a, b, a" in result.stdout
+    assert "3 repeated ids" in _ok(run(source, "--out", out)).stdout  # the same on resume
+
+
+def test_bad_files_become_error_records_and_the_run_goes_on(run, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    files = {
+        "1-good.txt": SENTENCES[0].encode(), "2-empty.txt": b"", "3-image.txt": b"\x89PNG\r\n\x1a\n\0\0\0IHDR",
+        "4-latin1.txt": "café owners ran a channel".encode("latin-1"), "5-big.txt": b"word " * 100,
+        "6-nav.html": b"<html><body><nav><a href='/'>Home</a></nav><script>x=1</script></body></html>",
+        "7-good.md": SENTENCES[1].encode(),
+    }  # fmt: skip
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    out = tmp_path / "out.jsonl"
+    result = _ok(run(root, "--out", out, "--max-bytes", "200"))
+    records = {r["id"]: r for r in _lines(out)}
+    assert list(records) == list(files)
+    assert "suggestions" in records["1-good.txt"] and "suggestions" in records["7-good.md"]
+    reasons = {name: records[name]["error"] for name in list(files)[1:-1]}
+    assert reasons["2-empty.txt"].endswith("is empty")
+    assert "PNG image" in reasons["3-image.txt"]
+    assert "not valid UTF-8 at byte 3" in reasons["4-latin1.txt"]
+    assert "over the 200-byte limit" in reasons["5-big.txt"]
+    assert reasons["6-nav.html"] == "no article text found (the page may hold only navigation or scripts)"
+    assert "2 tagged, 5 errors" in result.stdout
+
+
+def test_bad_jsonl_records_become_error_records(run, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'{"id": "ok", "text": "Operators ran a messaging channel."}\n{"id": "x", \n'
+                       b'{"text": "no id here"}\n{"id": "no-text"}\n{"id": "blank", "text": "  "}\n'
+                       b'{"id": "latin", "text": "caf\xe9 channel"}\n\n[1, 2]\n'
+                       b'{"id": "big", "text": "' + b"word " * 100 + b'"}\n')  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    _ok(run(source, "--out", out, "--max-bytes", "200"))
+    records = _lines(out)
+    ids = ["ok", "<line 2>", "<line 3>", "no-text", "blank", "latin", "<line 8>", "big"]
+    assert [r["id"] for r in records] == ids
+    errors = [r.get("error", "") for r in records]
+    assert errors[0] == "" and "not valid JSON" in errors[1] and "no usable id" in errors[2]
+    assert "no 'text' field" in errors[3] and "only whitespace" in errors[4] and "not valid UTF-8" in errors[5]
+    assert "not a JSON object" in errors[6] and "over the 200-byte limit" in errors[7]
+
+
+def test_exit_codes(run, tmp_path):
+    bad = _jsonl(tmp_path / "bad.jsonl", [{"id": "a", "text": ""}, {"id": "b"}])
+    result = run(bad, "--out", tmp_path / "bad.out.jsonl")
+    assert result.exit_code == 1 and "0 tagged, 2 errors" in result.stdout
+    assert run(bad, "--out", tmp_path / "bad.out.jsonl").exit_code == 0  # nothing left to do
+    mixed = _jsonl(tmp_path / "mixed.jsonl", [{"id": "a", "text": SENTENCES[0]}, {"id": "b"}])
+    assert run(mixed, "--out", tmp_path / "m1.jsonl").exit_code == 0
+    assert run(mixed, "--out", tmp_path / "m2.jsonl", "--strict").exit_code == 1
+    assert run(tmp_path / "nope.jsonl", "--out", tmp_path / "m3.jsonl").exit_code == 1
+    assert run(tmp_path / "bad.txt", "--out", tmp_path / "m3.jsonl").exit_code == 1
+    no_model = CliRunner().invoke(app, ["batch", str(mixed), "--out", str(tmp_path / "m4.jsonl"), "--model",
+                                        str(tmp_path / "no-model")])  # fmt: skip
+    assert no_model.exit_code == 3 and "no such model folder" in no_model.stderr
+
+
+def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(run, tmp_path):
+    source, out = _jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": SENTENCES[0]}]), tmp_path / "out.jsonl"
+    lock = tmp_path / "out.jsonl.lock"
+    lock.write_text(f"{os.getpid()}\n")  # a live process that does not hold the flock
+    result = run(source, "--out", out)
+    assert result.exit_code == 1 and f"names process {os.getpid()}, which is running" in result.stderr
+    lock.unlink()
+    with batch.OutputLock(out):  # a running batch: holds the flock
+        result = run(source, "--out", out)
+    assert result.exit_code == 1 and "being written by another batch run" in result.stderr
+    assert not out.exists() and not lock.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(f"{dead.pid}\n")
+    result = _ok(run(source, "--out", out))
+    assert f"took over the stale lock {lock} (process {dead.pid}" in result.stderr
+    assert not lock.exists() and [r["id"] for r in _lines(out)] == ["a"]
+
+
+RUNNER = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import FakeEmbedder
+from disarm_tagger import embed
+embed.PackagedEmbedder = lambda *a, **k: FakeEmbedder()
+from disarm_tagger.cli import app
+app(prog_name="disarm-tagger")
+"""
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_kill_9_at_random_points_then_resume_is_exact(model_dir, tmp_path):
+    ids = [f"doc-{i:04d}" for i in range(400)]
+    source = _jsonl(tmp_path / "in.jsonl", [{"id": x, "text": _doc(i)} for i, x in enumerate(ids)])
+    out = tmp_path / "out.jsonl"
+    code = RUNNER.format(tests=str(Path(__file__).parent))
+    argv = [sys.executable, "-c", code, "batch", str(source), "--out", str(out), "--model", str(model_dir),
+            "--batch-size", "4"]  # fmt: skip
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(4):
+        start = _count_lines(out)
+        target = start + rng.randint(1, 60)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _count_lines(out) < target and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if proc.poll() is None:
+            proc.kill()  # SIGKILL: no cleanup, the lock and maybe a partial record stay behind
+            kills += 1
+        proc.wait()
+    assert kills >= 3
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert final.returncode == 0, final.stderr
+    assert "took over the stale lock" in final.stderr
+    records = _lines(out)  # every line is valid JSON
+    assert [r["id"] for r in records] == ids  # each id exactly once, in input order
+    assert all("suggestions" in r for r in records)
+
+
+TRAINING_DATA = Path(__file__).resolve().parents[1] / "training_data"
+
+
+@pytest.mark.skipif(not (TRAINING_DATA / "examples.jsonl").exists(), reason="no training_data/ checkout")
+def test_synthetic_backlog_is_seeded_and_bench_reports_every_measure(tmp_path):
+    from disarm_tagger import bench
+
+    first = list(bench.synthetic_backlog(5, seed=3, data=TRAINING_DATA))
+    assert first == list(bench.synthetic_backlog(5, seed=3, data=TRAINING_DATA)) != list(
+        bench.synthetic_backlog(5, seed=4, data=TRAINING_DATA))
+    assert [d["id"] for d in first] == [f"doc-{i:06d}" for i in range(5)]
+    assert all(len(d["text"].split("\n\n")) >= 2 for d in first)
+    assert bench.write_backlog(tmp_path / "b.jsonl", 5, seed=3, data=TRAINING_DATA) == 5
+    assert _lines(tmp_path / "b.jsonl") == first
+
+    def fitted(_backend=None):
+        return Tagger(FakeEmbedder()).fit(_examples(), TECHNIQUES)
+
+    result = bench.benchmark(fitted(), docs=6, data=TRAINING_DATA, batch_size=4, load_backend=fitted)
+    assert result["pipeline"]["succeeded"] == 6 and result["units"] > 6 and result["ratio"] > 0
+    assert set(result["backends"]) == {"torch", "onnx", "onnx-int8"}
+    overlaps = {row["top10_overlap_vs_torch"] for row in result["backends"].values()}
+    assert overlaps == {len(TECHNIQUES) / 10}  # one fake embedder everywhere: all six labels agree
+
+
+def test_exports_round_trip_through_their_parsers(run, tmp_path):
+    import stix2
+
+    docs = [{"id": f"d{i}", "text": _doc(i)} for i in range(4)]
+    source = _jsonl(tmp_path / "in.jsonl", docs)
+    _ok(run(source, "--out", tmp_path / "b.stix.json", "--format", "stix", "--top-k", "3"))
+    bundle = stix2.parse((tmp_path / "b.stix.json").read_text(), allow_custom=True)
+    reports = [o for o in bundle.objects if o.type == "report"]
+    assert len(reports) == 4 and len({r.x_disarm_tagger_source for r in reports}) == 4
+    assert (tmp_path / "b.stix.json.records.jsonl").exists()
+
+    _ok(run(source, "--out", tmp_path / "layer.json", "--format", "navigator", "--top-k", "3"))
+    layer = json.loads((tmp_path / "layer.json").read_text())
+    records = _lines(tmp_path / "layer.json.records.jsonl")
+    expected = {}
+    for r in records:
+        for s in r["suggestions"]:
+            expected[s["technique_id"]] = expected.get(s["technique_id"], 0) + 1
+    assert {t["techniqueID"]: t["score"] for t in layer["techniques"]} == expected
+
+    _ok(run(source, "--out", tmp_path / "events.jsonl", "--format", "misp", "--top-k", "3"))
+    events = _lines(tmp_path / "events.jsonl")
+    assert len(events) == 4 and all(e["Event"]["Tag"] for e in events)
