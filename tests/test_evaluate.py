@@ -221,3 +221,16 @@ def test_gate_helpers():
     committed = {"methods": {"ours": {"headline": {"map": 0.40, "r@10": 0.5}}}}
     assert scoring.compare_headline({"map": 0.385, "r@10": 0.5}, committed, tolerance=0.02) == []
     assert len(scoring.compare_headline({"map": 0.37, "r@10": 0.5}, committed, tolerance=0.02)) == 1
+
+
+def test_local_annotations_are_reported_as_their_own_slice(fake_embedder):
+    from dataclasses import replace
+
+    local = [replace(e, origin="local") for e in EXAMPLES if e.incident_id == "I05"]
+    examples = [e for e in EXAMPLES if e.incident_id != "I05"] + local
+    result = evaluate.evaluate(examples, TECHNIQUES, embedder=fake_embedder, n_folds=3, ablations=False,
+                               n_resamples=20)  # fmt: skip
+    slices = result.config["by_origin"]
+    assert set(slices) == {"disarm", "local"}
+    assert slices["local"]["n_examples"] == len(local)
+    assert slices["disarm"]["n_examples"] == len(examples) - len(local)

@@ -229,8 +229,20 @@ def evaluate(examples: Sequence[Example], techniques: Sequence[Technique], *, em
               "n_incidents": n_incidents, "n_techniques": len(techniques),
               "tagger_params": constructor_args(Tagger(None, **params)),
               "embedder": getattr(embedder, "name", type(embedder).__name__),
-              "bootstrap_resamples": n_resamples, "baselines": baselines.DESCRIPTIONS}  # fmt: skip
+              "bootstrap_resamples": n_resamples, "baselines": baselines.DESCRIPTIONS,
+              "by_origin": by_origin(examples, predictions, techniques)}  # fmt: skip
     return _report(config, predictions, techniques, infos, ablation, n_resamples)
+
+
+def by_origin(examples: Sequence[Example], predictions: Sequence[Prediction], techniques: Sequence[Technique],
+              ) -> dict[str, dict]:  # fmt: skip
+    """Our headline metrics on imported DISARM passages and on local analyst annotations separately."""
+    origin = {e.id: e.origin for e in examples}
+    out = {}
+    for name in sorted(set(origin.values())):
+        preds = [p for p in predictions if p.method == OURS and origin[p.example_id] == name]
+        out[name] = {"n_examples": len(preds)} | headline(summarise(preds, techniques))
+    return out
 
 
 def evaluate_model(tagger: Tagger, examples: Sequence[Example], *, n_resamples: int = 1000,

@@ -218,6 +218,14 @@ def markdown(doc: dict) -> str:
                 for name, h in ((n, r["headline"]) for n, r in ab["rows"].items())]  # fmt: skip
         out += _table(["variant", "P@1", "R@10", "MAP", "MRR", "micro F1", "ΔMAP", "ΔR@10"], rows) + [""]
 
+    origins = cfg.get("by_origin", {})
+    if len(origins) > 1:
+        out += ["## DISARM passages and local annotations", "",
+                "Our metrics on each origin separately (local = `training_data/annotations.jsonl`).", ""]
+        rows = [[name, o["n_examples"], *(_f(o[k]) for k in ("p@1", "r@10", "map", "micro_f1"))]
+                for name, o in origins.items()]  # fmt: skip
+        out += _table(["origin", "passages", "P@1", "R@10", "MAP", "micro F1"], rows) + [""]
+
     out += ["## Seen and unseen labels", "",
             ("Pooled over gold labels; a label is *seen* when the training side had at least one example "
              "of it."), ""]  # fmt: skip
