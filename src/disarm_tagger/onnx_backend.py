@@ -11,7 +11,6 @@ Nothing here downloads anything: the model folder must already be on disk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .corpus import sha256_file
+
 OPSET = 17
 FP32_NAME = "model.onnx"
 INT8_NAME = "model-int8.onnx"
@@ -31,17 +32,9 @@ WEIGHTS_NAME = "model.safetensors"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @lru_cache(maxsize=8)
 def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
-    return _file_sha256(Path(path))
+    return sha256_file(Path(path))
 
 
 def weights_sha256(model_dir: Path) -> str:
@@ -136,7 +129,7 @@ def export_onnx(model_dir: Path, out_dir: Path, *, quantize: bool = True) -> Pat
         "opset": OPSET,
         "quantized": quantize,
         "exporter": "torch.onnx.export(dynamo=False)",
-        "files": {p.name: {"sha256": _file_sha256(p), "bytes": p.stat().st_size} for p in files},
+        "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
         "python_version": platform.python_version(),
         "torch_version": torch.__version__,
         "onnxruntime_version": onnxruntime.__version__,
