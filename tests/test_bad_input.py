@@ -128,3 +128,16 @@ def test_batch_missing_input_and_directory_as_out_are_one_line_errors(model_dir,
     as_dir = CliRunner().invoke(app, ["batch", str(source), "--out", str(tmp_path), "--model", str(model_dir)])
     assert as_dir.exit_code == EXIT_ERROR and as_dir.stderr.startswith("error:")
     assert "Traceback" not in missing.output + as_dir.output
+
+
+def test_batch_refuses_a_50_mb_document_at_the_default_limit(model_dir, tmp_path):  # noqa: F811
+    folder = tmp_path / "backlog"
+    folder.mkdir()
+    (folder / "good.txt").write_text(GOOD)
+    with open(folder / "huge.txt", "wb") as fh:
+        fh.truncate(50 * 1024 * 1024)
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(app, ["batch", str(folder), "--out", str(out), "--model", str(model_dir)])
+    assert result.exit_code == 0, result.output
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert "limit" in records["huge.txt"]["error"] and records["good.txt"]["suggestions"]
