@@ -148,3 +148,13 @@ def test_label_list_mismatch_is_refused(fitted, fake_embedder, tmp_path):
 def test_missing_model_folder_is_a_model_error(tmp_path):
     with pytest.raises(persist.ModelError, match="no such model folder"):
         persist.load(tmp_path / "nope")
+
+
+def test_public_api_train_save_load(fake_embedder, tmp_path):
+    import disarm_tagger
+
+    model = disarm_tagger.train(_examples(), TECHNIQUES, embedder=fake_embedder)
+    assert isinstance(model, disarm_tagger.Tagger)
+    disarm_tagger.save(model, tmp_path / "m")
+    loaded = disarm_tagger.load(tmp_path / "m", embedder=fake_embedder)
+    assert loaded.suggest("a messaging channel relayed posts")[0].technique_id == "T0001"

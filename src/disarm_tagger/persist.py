@@ -53,7 +53,7 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, card: str = "") -> dict:
+def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dict:
     """Write the fitted tagger to ``folder`` (created or overwritten) and return its metadata."""
     import joblib
 
@@ -89,7 +89,7 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, card: 
         "threshold": tagger.threshold_,
         "cv": tagger.cv_metrics_,
     }
-    (folder / CARD).write_text(card or render_card(meta), encoding="utf-8")
+    (folder / CARD).write_text(render_card(meta), encoding="utf-8")
     meta["files"] = {name: sha256_file(folder / name) for name in (*VERIFIED, CARD)}
     _write_json(folder / META, meta)
     return meta

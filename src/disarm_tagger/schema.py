@@ -73,9 +73,6 @@ class Suggestion:
     score: float
     evidence: tuple[Evidence, ...] = field(default=())
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"evidence": [asdict(e) for e in self.evidence]}
-
 
 def to_dict(record: Any) -> dict[str, Any]:
     """A record as a JSON-ready dict (tuples become lists)."""
