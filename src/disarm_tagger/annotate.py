@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from . import corpus, text
+from .disarm import passage_key
 from .schema import Example, Technique, to_dict
 
 
@@ -103,10 +104,10 @@ def annotate(
 def _imported_incident(data: Path, article: str) -> str:
     """The incident of an imported passage equal to ``article`` (as corpus.merge_examples compares them):
     the annotation replaces that passage at train time and must stay in its incident's CV group."""
-    key = lambda t: re.sub(r"\W+", " ", t.lower()).strip()  # noqa: E731
+    key = passage_key(article)
     path = data / corpus.EXAMPLES
     imported = corpus.read_jsonl(path, Example) if path.exists() else []
-    return next((e.incident_id for e in imported if key(e.text) == key(article)), "")
+    return next((e.incident_id for e in imported if passage_key(e.text) == key), "")
 
 
 def _read_records(path: Path) -> list[dict]:

@@ -156,13 +156,13 @@ class Corpus:
 def merge_examples(base: list[Example], local: list[Example]) -> tuple[list[Example], int]:
     """Add local annotations to imported examples. A local passage equal to an imported one (after
     normalising case and punctuation) replaces that example's labels: the analyst's word wins."""
-    key = lambda e: re.sub(r"\W+", " ", e.text.lower()).strip()  # noqa: E731
-    by_key = {key(e): e for e in base}
+    by_key = {disarm.passage_key(e.text): e for e in base}
     duplicates = 0
     for ex in local:
-        if key(ex) in by_key:
+        key = disarm.passage_key(ex.text)
+        if key in by_key:
             duplicates += 1
-        by_key[key(ex)] = ex
+        by_key[key] = ex
     return sorted(by_key.values(), key=lambda e: e.id), duplicates
 
 

@@ -296,7 +296,13 @@ def _incident_url(text: str) -> str:
     return ""
 
 
-def _passage_key(text: str) -> str:
+def passage_key(text: str) -> str:
+    """What makes two passages "the same": case and punctuation ignored. The importer merges repeated
+    passages by it, and local annotations replace imported passages by it.
+
+    >>> passage_key("“Fake  accounts”, they said.") == passage_key("fake accounts they said")
+    True
+    """
     return re.sub(r"\W+", " ", text.lower()).strip()
 
 
@@ -335,7 +341,7 @@ def read_examples(root: Path, techniques: list[Technique]) -> tuple[list[Example
                 labels.insert(0, row_id)
             elif first:
                 labels.extend(resolve_ids(first, catalogue, where, report))
-            key = _passage_key(passage)
+            key = passage_key(passage)
             if key in merged:  # keep the smallest (incident, text) so page and row order do not matter
                 report.merged_duplicates += 1
                 rec = merged[key]

@@ -329,8 +329,15 @@ def export_batch(records_path, fmt: str, techniques_by_id: Mapping[str, Techniqu
         bundles = (stix_bundle(src, sugg, techniques_by_id, key=doc_id) for doc_id, src, sugg in records)
         return json.dumps(merge_bundles(bundles, key=name), ensure_ascii=False, indent=2)
     if fmt == "navigator":
-        counts = count_documents(((doc_id, sugg) for doc_id, _src, sugg in records), min_score=min_score)
-        n = sum(1 for _ in read_batch_records(records_path))
+        n = 0
+
+        def documents():  # one pass over the file: aggregate and count together
+            nonlocal n
+            for doc_id, _src, sugg in records:
+                n += 1
+                yield doc_id, sugg
+
+        counts = count_documents(documents(), min_score=min_score)
         return json.dumps(navigator_layer(counts, techniques_by_id, name=f"disarm-tagger: {name}",
                                           description=f"{n} documents from {name}"), ensure_ascii=False, indent=2)
     if fmt == "misp":
