@@ -255,6 +255,14 @@ def _name_key(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", name.lower()).strip()
 
 
+def _unique_names(catalogue: dict[str, Technique]) -> dict[str, str]:
+    """Normalised technique name -> id, for the names that belong to exactly one technique."""
+    by_name: dict[str, list[str]] = {}
+    for tech in catalogue.values():
+        by_name.setdefault(_name_key(tech.name), []).append(tech.id)
+    return {key: ids[0] for key, ids in by_name.items() if len(ids) == 1}
+
+
 def resolve_ids(
     comment: str, catalogue: dict[str, Technique], where: str, report: ImportReport
 ) -> list[str]:
@@ -263,9 +271,7 @@ def resolve_ids(
     An id that is not in the catalogue is mapped by the name written after it ("T0097.003: Journalist
     Persona") when that name belongs to exactly one technique; otherwise it is dropped and reported.
     """
-    by_name: dict[str, list[str]] = {}
-    for tech in catalogue.values():
-        by_name.setdefault(_name_key(tech.name), []).append(tech.id)
+    unique_names: dict[str, str] | None = None  # built only when an unknown id needs it
     found: list[str] = []
     for m in ID_PATTERN.finditer(comment):
         written = m.group(0)
@@ -276,8 +282,8 @@ def resolve_ids(
             found.append(tid)
             continue
         after = _name_key(comment[m.end() : m.end() + 120].lstrip(" :-–"))
-        matches = {ids[0] for key, ids in by_name.items() if len(ids) == 1 and after.startswith(key + " ")}
-        matches |= {ids[0] for key, ids in by_name.items() if len(ids) == 1 and after == key}
+        unique_names = unique_names if unique_names is not None else _unique_names(catalogue)
+        matches = [i for key, i in unique_names.items() if after == key or after.startswith(key + " ")]
         longest = max(matches, key=lambda i: len(catalogue[i].name), default=None)
         if longest:
             _note(report.repaired, f"{where}: {written} -> {longest} (by name)")
