@@ -80,8 +80,9 @@ def _incident_page(iid: str, name: str, rows: list[tuple[str, str]]) -> str:
     )
 
 
-def write_checkout(root: Path, incidents=INCIDENTS) -> Path:
-    """Write the miniature checkout under ``root`` and return it."""
+def write_checkout(root: Path, incidents=INCIDENTS, *,
+                   stix_bundle: str | None = "generated_files/DISARM_STIX/DISARM.json") -> Path:
+    """Write the miniature checkout under ``root`` and return it (``stix_bundle=None``: no STIX bundle)."""
     pages = root / "generated_pages"
     for folder in ("techniques", "tactics", "phases", "incidents"):
         (pages / folder).mkdir(parents=True, exist_ok=True)
@@ -99,6 +100,7 @@ def write_checkout(root: Path, incidents=INCIDENTS) -> Path:
          "external_references": [{"source_name": "mitre-attack", "external_id": tid}]}
         for i, (tid, n) in enumerate(TECHNIQUES.items())
     ]  # fmt: skip
-    (root / "generated_files").mkdir(exist_ok=True)
-    (root / "generated_files" / "DISARM.json").write_text(json.dumps({"type": "bundle", "objects": objects}))
+    if stix_bundle:  # upstream's layout by default; older snapshots kept it at generated_files/DISARM.json
+        (root / stix_bundle).parent.mkdir(parents=True, exist_ok=True)
+        (root / stix_bundle).write_text(json.dumps({"type": "bundle", "objects": objects}))
     return root

@@ -123,6 +123,34 @@ def test_cli_import_prints_summary(checkout, tmp_path):
     assert "ids repaired: 2; ids dropped: 1" in result.output
 
 
+@pytest.mark.parametrize("layout", disarm.STIX_BUNDLES)
+def test_import_reads_the_stix_bundle_in_either_layout(tmp_path, layout):
+    out = tmp_path / "td"
+    corpus.import_disarm(write_checkout(tmp_path / "src", stix_bundle=layout), out)
+    techniques = [json.loads(line) for line in (out / "techniques.jsonl").read_text().splitlines()]
+    assert all(t["stix_id"].startswith("attack-pattern--") for t in techniques)
+    assert json.loads((out / "manifest.json").read_text())["stix_bundle"] == layout
+
+
+def test_checkout_without_stix_bundle_exits_4_naming_both_paths(tmp_path):
+    root = write_checkout(tmp_path / "src", stix_bundle=None)
+    result = CliRunner().invoke(app, ["import-disarm", str(root), "--out", str(tmp_path / "td")])
+    assert result.exit_code == 4, result.output
+    for rel in disarm.STIX_BUNDLES:
+        assert str(root / rel) in result.output
+    assert not (tmp_path / "td").exists()
+
+
+def test_no_stix_imports_and_the_manifest_says_ids_are_not_disarms(tmp_path):
+    root = write_checkout(tmp_path / "src", stix_bundle=None)
+    result = CliRunner().invoke(app, ["import-disarm", str(root), "--out", str(tmp_path / "td"), "--no-stix"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "td" / "manifest.json").read_text())
+    assert manifest["stix_bundle"] == corpus.NO_STIX
+    techniques = [json.loads(line) for line in (tmp_path / "td" / "techniques.jsonl").read_text().splitlines()]
+    assert techniques and not any(t["stix_id"] for t in techniques)
+
+
 def test_cli_import_bad_path_exits_with_data_error(tmp_path):
     result = CliRunner().invoke(app, ["import-disarm", str(tmp_path / "nope")])
     assert result.exit_code == 4

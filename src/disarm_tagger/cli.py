@@ -54,6 +54,9 @@ def import_disarm_cmd(
     out: Annotated[Path, typer.Option(help="Folder to write techniques, tactics, phases and examples to.")] = Path(
         "training_data"
     ),
+    stix: Annotated[bool, typer.Option(help="Require DISARM's STIX bundle (generated_files/DISARM_STIX/DISARM.json, "
+                    "or generated_files/DISARM.json in older snapshots) for the techniques' STIX ids. --no-stix "
+                    "imports without it; exports then say their ids are not DISARM's.")] = True,
 ) -> None:
     """Turn DISARM incident pages into training data.
 
@@ -64,7 +67,7 @@ def import_disarm_cmd(
     from . import corpus, disarm
 
     try:
-        summary = corpus.import_disarm(path, out)
+        summary = corpus.import_disarm(path, out, stix=stix)
     except (disarm.DisarmFormatError, corpus.CorpusError, OSError) as exc:
         raise fail(str(exc), EXIT_DATA) from exc
     rep = summary.report

@@ -98,10 +98,14 @@ class ImportSummary:
     report: disarm.ImportReport
 
 
-def import_disarm(root: Path, out: Path) -> ImportSummary:
-    """Read a DISARMframeworks checkout and write training_data files deterministically."""
+NO_STIX = "none: imported with --no-stix; technique STIX ids are not DISARM's and exports say so"
+
+
+def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
+    """Read a DISARMframeworks checkout and write training_data files deterministically. ``stix=False``
+    imports a checkout without a STIX bundle (its techniques then carry no DISARM STIX ids)."""
     root, out = Path(root), Path(out)
-    framework = disarm.read_framework(root)
+    framework = disarm.read_framework(root, require_stix=stix)
     examples, report = disarm.read_examples(root, framework.techniques)
     for ex in examples:  # the leakage guard the whole product relies on
         if disarm.ID_PATTERN.search(ex.text):
@@ -127,6 +131,7 @@ def import_disarm(root: Path, out: Path) -> ImportSummary:
     manifest = {
         "source": "DISARM Foundation, DISARMframeworks",
         "snapshot": snapshot_id(root),
+        "stix_bundle": framework.stix_bundle or NO_STIX,
         "licence": LICENCE,
         "attribution": ATTRIBUTION,
         "counts": counts

@@ -1,6 +1,6 @@
 """DISARM framework pages -> Phases, Tactics, Techniques and Examples. No ML imports here.
 
-Reads a DISARMframeworks checkout (``generated_pages/`` and ``generated_files/DISARM.json``). Incident
+Reads a DISARMframeworks checkout (``generated_pages/`` and the STIX bundle, see ``STIX_BUNDLES``). Incident
 pages hold a table whose rows quote a source passage in italics followed by analyst commentary naming
 technique ids. Only the italic passage becomes example text; the row's technique plus every id the
 commentary names become its labels.
@@ -106,9 +106,17 @@ def read_phases(root: Path) -> list[Phase]:
     return out
 
 
-def _stix_objects(root: Path) -> list[dict]:
-    path = root / "generated_files" / "DISARM.json"
-    if not path.exists():
+# Where a checkout keeps DISARM's STIX 2.1 bundle: upstream's layout first, then older flat snapshots.
+STIX_BUNDLES = ("generated_files/DISARM_STIX/DISARM.json", "generated_files/DISARM.json")
+
+
+def stix_bundle_path(root: Path) -> Path | None:
+    """The first of ``STIX_BUNDLES`` that exists in the checkout, or None."""
+    return next((root / rel for rel in STIX_BUNDLES if (root / rel).is_file()), None)
+
+
+def _stix_objects(path: Path | None) -> list[dict]:
+    if path is None:
         return []
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("objects", [])
@@ -123,8 +131,7 @@ def _external_id(obj: dict) -> str:
     return ""
 
 
-def read_tactics(root: Path, stix: list[dict] | None = None) -> list[Tactic]:
-    stix = _stix_objects(root) if stix is None else stix
+def read_tactics(root: Path, stix: list[dict] = ()) -> list[Tactic]:
     by_id = {_external_id(o): o for o in stix if o.get("type") == "x-mitre-tactic"}
     out = []
     for path in _pages(root, "tactics"):
@@ -145,8 +152,7 @@ def read_tactics(root: Path, stix: list[dict] | None = None) -> list[Tactic]:
     return out
 
 
-def read_techniques(root: Path, tactics: list[Tactic], stix: list[dict] | None = None) -> list[Technique]:
-    stix = _stix_objects(root) if stix is None else stix
+def read_techniques(root: Path, tactics: list[Tactic], stix: list[dict] = ()) -> list[Technique]:
     stix_ids = {_external_id(o): o["id"] for o in stix if o.get("type") == "attack-pattern"}
     tactic_by_id = {t.id: t for t in tactics}
     out = []
@@ -387,13 +393,22 @@ class Framework:
     phases: list[Phase]
     tactics: list[Tactic]
     techniques: list[Technique]
+    stix_bundle: str | None = None  # the bundle's path inside the checkout; None: read with require_stix=False
 
 
-def read_framework(root: Path) -> Framework:
+def read_framework(root: Path, *, require_stix: bool = True) -> Framework:
+    """Phases, tactics and techniques of a checkout. Without a STIX bundle the techniques carry no DISARM
+    STIX ids, which the exports need: that is an error unless ``require_stix`` is False."""
     root = Path(root)
     if not (root / "generated_pages").is_dir():
         raise DisarmFormatError(f"{root}: no generated_pages/ folder (expected a DISARMframeworks checkout)")
-    stix = _stix_objects(root)
+    bundle = stix_bundle_path(root)
+    if bundle is None and require_stix:
+        tried = " or ".join(str(root / rel) for rel in STIX_BUNDLES)
+        raise DisarmFormatError(f"{root}: no DISARM STIX bundle (tried {tried}); pass --no-stix to import "
+                                "without DISARM's STIX ids")
+    stix = _stix_objects(bundle)
     phases = read_phases(root)
     tactics = read_tactics(root, stix)
-    return Framework(phases=phases, tactics=tactics, techniques=read_techniques(root, tactics, stix))
+    return Framework(phases=phases, tactics=tactics, techniques=read_techniques(root, tactics, stix),
+                     stix_bundle=bundle.relative_to(root).as_posix() if bundle else None)
