@@ -205,30 +205,15 @@ def suggest(
     elif format is Format.markdown:
         typer.echo(render.to_markdown(source, str(folder), article.suggestions, tagger.threshold_))
     elif format in (Format.stix, Format.navigator, Format.misp):
-        typer.echo(_interchange(format, source, str(folder), article, tagger))
+        import json
+
+        from . import formats
+
+        doc = formats.export_article(format.value, article, {t.id: t for t in tagger.techniques_}, source=source,
+                                     model=str(folder))
+        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
         render.print_table(source, str(folder), article.suggestions, tagger.threshold_)
-
-
-def _interchange(format: Format, source: str, model: str, article, tagger) -> str:
-    """One article's suggestions as a STIX bundle, a Navigator layer or a MISP event (JSON text)."""
-    import hashlib
-    import json
-
-    from . import formats
-
-    by_id = {t.id: t for t in tagger.techniques_}
-    key = source if source != "stdin" else "sha256:" + hashlib.sha256(article.text.encode()).hexdigest()
-    if format is Format.stix:
-        doc = formats.stix_bundle(source, article.suggestions, by_id, title=article.title, key=key,
-                                  model=model)
-    elif format is Format.navigator:
-        name = f"disarm-tagger: {article.title or source}"
-        doc = formats.navigator_layer(article.suggestions, by_id, name=name,
-                                      description=f"DISARM techniques suggested for {source} by {model}")
-    else:
-        doc = formats.misp_event(source, article.suggestions, by_id, title=article.title, key=key)
-    return json.dumps(doc, ensure_ascii=False, indent=2)
 
 
 @app.command()

@@ -7,6 +7,7 @@ article gives the same ids, and with ``created`` fixed the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -303,6 +304,37 @@ def misp_event(source: str, suggestions: Sequence[Suggestion],
                     "GalaxyCluster": clusters}] if clusters else [],
     }  # fmt: skip
     return {"Event": event}
+
+
+# ------------------------------------------------------------------------------------------ one article
+EXPORT_FORMATS = ("stix", "navigator", "misp")
+
+
+def article_key(source: str, text: str) -> str:
+    """What seeds an article's export ids: its path or URL, or for text without one ("stdin", a paste)
+    the sha256 of the text, so the same text exports to the same ids.
+
+    >>> article_key("a.html", "x"), article_key("stdin", "x")[:15]
+    ('a.html', 'sha256:2d711642')
+    """
+    if source in ("stdin", ""):
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return source
+
+
+def export_article(fmt: str, article, techniques_by_id: Mapping[str, Technique], *, source: str,
+                   model: str = "") -> dict:  # fmt: skip
+    """One article's suggestions (a ``tagger.Article``: title, text, suggestions) as a STIX bundle, a
+    Navigator layer or a MISP event: what `suggest --format stix|navigator|misp` prints."""
+    key = article_key(source, article.text)
+    if fmt == "stix":
+        return stix_bundle(source, article.suggestions, techniques_by_id, title=article.title, key=key, model=model)
+    if fmt == "navigator":
+        return navigator_layer(article.suggestions, techniques_by_id, name=f"disarm-tagger: {article.title or source}",
+                               description=f"DISARM techniques suggested for {source}" + (f" by {model}" if model else ""))
+    if fmt == "misp":
+        return misp_event(source, article.suggestions, techniques_by_id, title=article.title, key=key)
+    raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
 
 
 # ------------------------------------------------------------------------------------------ batch export
