@@ -7,7 +7,8 @@ import json
 import re
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import disarm
@@ -18,6 +19,7 @@ TACTICS = "tactics.jsonl"
 PHASES = "phases.jsonl"
 EXAMPLES = "examples.jsonl"
 ANNOTATIONS = "annotations.jsonl"  # analysts' own labels; never written by import-disarm
+AUTHORED = "authored.jsonl"  # passages the project wrote from DISARM's definitions (see coverage.py)
 MANIFEST = "manifest.json"
 LICENCE = "CC BY-SA 4.0"
 ATTRIBUTION = (
@@ -151,11 +153,17 @@ class Corpus:
     techniques: list[Technique]
     tactics: list[Tactic]
     phases: list[Phase]
-    examples: list[Example]  # DISARM examples plus local annotations, deduplicated
+    examples: list[Example]  # real passages: DISARM examples plus local annotations, deduplicated
     manifest: dict
     sha256: str  # one hash over the files that shape a model
     local_examples: int = 0
     local_duplicates: int = 0
+    authored: list[Example] = field(default_factory=list)  # always training data, never evaluated on
+
+    @property
+    def training(self) -> list[Example]:
+        """Everything a model is fitted on: real passages, then authored ones."""
+        return [*self.examples, *self.authored]
 
 
 def merge_examples(base: list[Example], local: list[Example]) -> tuple[list[Example], int]:
@@ -171,7 +179,7 @@ def merge_examples(base: list[Example], local: list[Example]) -> tuple[list[Exam
     return sorted(by_key.values(), key=lambda e: e.id), duplicates
 
 
-def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
+def load_corpus(folder: Path, *, include_local: bool = True, include_authored: bool = True) -> Corpus:
     folder = Path(folder)
     if not folder.is_dir():
         raise CorpusError(f"{folder}: not a training_data folder")
@@ -180,13 +188,14 @@ def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
     techniques = read_jsonl(folder / TECHNIQUES, Technique)
     examples = read_jsonl(folder / EXAMPLES, Example)
     local = read_jsonl(folder / ANNOTATIONS, Example) if include_local and (folder / ANNOTATIONS).exists() else []
+    authored = read_jsonl(folder / AUTHORED, Example) if include_authored and (folder / AUTHORED).exists() else []
     known = {t.id for t in techniques}
-    for ex in [*examples, *local]:
+    for ex in [*examples, *local, *authored]:
         unknown = set(ex.labels) - known
         if unknown:
             raise CorpusError(f"{ex.id}: labels not in the catalogue: {', '.join(sorted(unknown))}")
     merged, duplicates = merge_examples(examples, local)
-    names = [TECHNIQUES, EXAMPLES] + ([ANNOTATIONS] if local else [])
+    names = [TECHNIQUES, EXAMPLES] + ([ANNOTATIONS] if local else []) + ([AUTHORED] if authored else [])
     digest = hashlib.sha256("".join(sha256_file(folder / n) for n in names).encode()).hexdigest()
     return Corpus(
         techniques=techniques,
@@ -197,6 +206,7 @@ def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
         sha256=digest,
         local_examples=len(local),
         local_duplicates=duplicates,
+        authored=authored,
     )
 
 
@@ -209,10 +219,12 @@ def provenance(data: Corpus, folder: Path) -> dict:
         "licence": LICENCE,
         "attribution": ATTRIBUTION,
         "counts": {
-            "examples": len(data.examples),
+            "examples": len(data.training),
+            "by_origin": dict(sorted(Counter(e.origin for e in data.training).items())),
             "local_annotations": data.local_examples,
             "incidents": len({e.incident_id for e in data.examples}),
             "techniques": len(data.techniques),
-            "techniques_with_examples": len({lab for e in data.examples for lab in e.labels}),
+            "techniques_with_examples": len({lab for e in data.training for lab in e.labels}),
+            "techniques_with_real_examples": len({lab for e in data.examples for lab in e.labels}),
         },
     }

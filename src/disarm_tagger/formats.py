@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import __version__
+from .version import __version__
 from .schema import Evidence, Suggestion, Tactic, Technique
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:disarm-tagger")  # our own ids
