@@ -309,7 +309,7 @@ def test_synthetic_backlog_is_seeded_and_bench_reports_every_measure(tmp_path):
     assert result["units"] == sum(len(text.prepare(d["text"]).units) for d in bench.synthetic_backlog(6, 0,
                                                                                                       data=TRAINING_DATA))
     encoder = result["encoder"]
-    assert result["ratio"] == pytest.approx(encoder["seconds"] / result["pipeline"]["seconds"], abs=1e-3)
+    assert result["ratio"] == pytest.approx(encoder["seconds"] / result["pipeline"]["seconds"], rel=0.02)  # rounded
     assert encoder["seconds"] == pytest.approx(sum(encoder["runs_seconds"]) / 2, abs=1e-3)
 
 
