@@ -127,6 +127,18 @@ def test_save_load_round_trip(fitted, fake_embedder, tmp_path):
     assert loaded.suggest(texts[0]) == fitted.suggest(texts[0])
 
 
+def test_save_copies_disarms_stix_objects_and_load_verifies_them(fitted, fake_embedder, tmp_path):
+    stix = tmp_path / "disarm_stix.jsonl"
+    stix.write_text('{"id": "attack-pattern--1", "type": "attack-pattern"}\n')
+    meta = persist.save(fitted, tmp_path / "m", disarm_stix=stix)
+    assert (tmp_path / "m" / persist.DISARM_STIX).read_bytes() == stix.read_bytes()
+    assert persist.DISARM_STIX in meta["files"]
+    persist.load(tmp_path / "m", embedder=fake_embedder)
+    (tmp_path / "m" / persist.DISARM_STIX).write_text("{}\n")
+    with pytest.raises(persist.ModelError, match="disarm_stix.jsonl: sha256 does not match"):
+        persist.load(tmp_path / "m", embedder=fake_embedder)
+
+
 def test_tampered_head_is_refused_before_unpickling(fitted, fake_embedder, tmp_path):
     persist.save(fitted, tmp_path / "m")
     with open(tmp_path / "m" / "head.joblib", "ab") as fh:

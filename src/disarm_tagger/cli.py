@@ -159,7 +159,9 @@ def train(
                f"{data_set.local_duplicates} replacing imported passages) over {len(data_set.techniques)} techniques",
                err=True)  # fmt: skip
     tagger = Tagger(PackagedEmbedder(backend.value if backend else "onnx")).fit(data_set.examples, data_set.techniques)
-    meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data))
+    stix = data / corpus.DISARM_STIX  # DISARM's own STIX objects, for exports that include them
+    meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data),
+                        disarm_stix=stix if stix.exists() else None)  # fmt: skip
     cv = meta["cv"]
     typer.echo(f"wrote {out}/ in {time.perf_counter() - started:.0f}s; inner LOIO CV: P@1 {cv['p@1']:.2f}, "
                f"R@10 {cv['r@10']:.2f}, MAP {cv['map']:.2f}; threshold {meta['threshold']:.2f}")  # fmt: skip

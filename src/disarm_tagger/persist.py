@@ -6,6 +6,8 @@
     head.joblib       the fitted scikit-learn parts only (TF-IDF vectoriser, isotonic calibrator)
     arrays.npz        cached embeddings (training units, examples, techniques), label matrix, ridge weights
     techniques.jsonl  the technique catalogue the labels refer to, in label order
+    disarm_stix.jsonl DISARM's own STIX objects, verbatim, from the training data (optional; STIX exports
+                      include them on request)
     README.md         the generated model card
 """
 
@@ -29,6 +31,7 @@ FORMAT_VERSION = 1
 META, CONFIG, HEAD, ARRAYS, CATALOGUE, CARD = (
     "meta.json", "config.json", "head.joblib", "arrays.npz", "techniques.jsonl", "README.md"
 )  # fmt: skip
+DISARM_STIX = "disarm_stix.jsonl"
 VERIFIED = (CONFIG, HEAD, ARRAYS, CATALOGUE)  # README.md is documentation: hashed too, but not required
 ARRAY_FIELDS = ("U_", "unit_owner_", "unit_starts_", "doc_emb_", "Y_", "T_name_", "T_full_", "W_", "incidents_")
 LIBRARIES = ("disarm-tagger", "numpy", "scikit-learn", "joblib", "sentence-transformers", "torch", "onnxruntime",
@@ -53,8 +56,12 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
 
 
-def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dict:
-    """Write the fitted tagger to ``folder`` (created or overwritten) and return its metadata."""
+def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None,
+         disarm_stix: Path | None = None) -> dict:  # fmt: skip
+    """Write the fitted tagger to ``folder`` (created or overwritten) and return its metadata. ``disarm_stix``:
+    the training data's file of DISARM's STIX objects, copied in when given."""
+    import shutil
+
     import joblib
 
     tagger._check()
@@ -76,6 +83,8 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dic
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, folder / ARRAYS)
     write_jsonl(folder / CATALOGUE, tagger.techniques_)
+    if disarm_stix:
+        shutil.copyfile(disarm_stix, folder / DISARM_STIX)
     meta = {
         "format_version": FORMAT_VERSION,
         "versions": library_versions(),
@@ -90,7 +99,8 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dic
         "cv": tagger.cv_metrics_,
     }
     (folder / CARD).write_text(render_card(meta), encoding="utf-8")
-    meta["files"] = {name: sha256_file(folder / name) for name in (*VERIFIED, CARD)}
+    hashed = (*VERIFIED, CARD, *((DISARM_STIX,) if disarm_stix else ()))
+    meta["files"] = {name: sha256_file(folder / name) for name in hashed}
     _write_json(folder / META, meta)
     return meta
 
