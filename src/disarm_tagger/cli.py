@@ -91,7 +91,7 @@ class Format(str, Enum):
     json = "json"
     markdown = "markdown"
     stix = "stix"  # STIX 2.1 bundle (OpenCTI, any TAXII/STIX consumer)
-    navigator = "navigator"  # DISARM Navigator layer (ATT&CK Navigator layer format 4.5)
+    navigator = "navigator"  # DISARM Navigator layer (ATT&CK Navigator 4.8.2, layer format 4.4)
     misp = "misp"  # MISP event with DISARM galaxy tags
 
 
@@ -110,6 +110,12 @@ BackendOption = Annotated[
     typer.Option(help="Embedding backend: onnx (exact, fast start; built once from the packaged weights), "
                  "onnx-int8 (quantised, fastest), torch (reference). Default: the model's.", show_default=False),
 ]
+IncludeDisarmOption = Annotated[
+    bool,
+    typer.Option("--include-disarm", help="stix only: put DISARM's own attack-pattern objects in the bundle, "
+                 "verbatim from DISARM.json (kept in the model folder), for a platform that does not hold DISARM "
+                 "yet. Default: reference them by their DISARM STIX ids only."),
+]  # fmt: skip
 
 
 def _load_model(model: Path | None, backend: Backend | None):
@@ -120,6 +126,28 @@ def _load_model(model: Path | None, backend: Backend | None):
         return folder, persist.load(folder, backend=backend.value if backend else None)
     except persist.ModelError as exc:
         raise fail(str(exc), EXIT_MODEL) from exc
+
+
+def _disarm_objects(folder: Path) -> dict[str, dict]:
+    """DISARM's STIX objects from a model folder, checked against the sha256 its meta.json records."""
+    from . import corpus, persist
+
+    path = folder / persist.DISARM_STIX
+    try:
+        digest = persist.read_meta(folder).get("files", {}).get(persist.DISARM_STIX)
+    except persist.ModelError as exc:
+        raise fail(str(exc), EXIT_MODEL) from exc
+    if not digest or not path.exists():
+        raise fail(f"{folder}: the model folder has no {persist.DISARM_STIX} (its training data was imported "
+                   "with --no-stix, or before the file existed): retrain, or drop --include-disarm", EXIT_MODEL)
+    if corpus.sha256_file(path) != digest:
+        raise fail(f"{path}: sha256 does not match meta.json; the file was changed, refusing to use it", EXIT_MODEL)
+    return corpus.read_stix_objects(path)
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        typer.echo(f"warning: {line}", err=True)
 
 
 def _read_input(path: str, max_bytes: int) -> str:
@@ -177,6 +205,7 @@ def suggest(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     backend: BackendOption = None,
     max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = 20_000_000,
+    include_disarm: IncludeDisarmOption = False,
 ) -> None:
     """Suggest DISARM techniques for one article, with the sentences that support each.
 
@@ -199,8 +228,7 @@ def suggest(
         article = tagger.suggest_article(raw, top_k=top_k, min_score=min_score)
     except text.InputError as exc:
         raise fail(f"{path}: {exc}") from exc
-    for warning in article.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    _warn(article.warnings)
     source = "stdin" if path == "-" else path
     if format is Format.json:
         typer.echo(render.to_json(source, str(folder), article.suggestions, article.warnings))
@@ -211,8 +239,11 @@ def suggest(
 
         from . import formats
 
-        doc = formats.export_article(format.value, article, {t.id: t for t in tagger.techniques_}, source=source,
-                                     model=str(folder))
+        by_id = {t.id: t for t in tagger.techniques_}
+        disarm_objects = _disarm_objects(folder) if include_disarm and format is Format.stix else None
+        doc = formats.export_article(format.value, article, by_id, source=source, model=str(folder),
+                                     disarm_objects=disarm_objects)  # fmt: skip
+        _warn(formats.export_warnings(format.value, [s.technique_id for s in article.suggestions], by_id))
         typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
     else:
         render.print_table(source, str(folder), article.suggestions, tagger.threshold_)
@@ -437,7 +468,7 @@ def batch_cmd(
     out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
     format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
                       "record per document; csv: one row per suggestion; stix (one bundle, a report per document), "
-                      "navigator (one layer counting documents per technique), misp (one event per line): written "
+                      "navigator (one layer counting documents per technique), misp ({\"response\": [events]}): written "
                       "to OUT when the run ends, from the resumable records in OUT.records.jsonl. "
                       "Default: csv if OUT ends in .csv, else jsonl.")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=400, help="Suggestions per document.")] = 10,
@@ -449,6 +480,7 @@ def batch_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if this run wrote any error record.")] = False,
     max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = 20_000_000,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
+    include_disarm: IncludeDisarmOption = False,
 ) -> None:
     """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.
 
@@ -490,8 +522,7 @@ def batch_cmd(
         raise fail(f"{out}: {exc.strerror or exc}") from exc
     finally:
         stop()
-    for note in summary.notes:
-        typer.echo(f"warning: {note}", err=True)
+    _warn(summary.notes)
     typer.echo(f"{summary.processed:,} documents in {summary.seconds:.1f}s ({summary.docs_per_second:.1f} docs/s): "
                f"{summary.succeeded:,} tagged, {summary.errors:,} errors, {summary.skipped:,} already in {records}")
     if summary.duplicates:
@@ -499,12 +530,13 @@ def batch_cmd(
         shown = ", ".join(summary.duplicates[:20]) + (f" and {more:,} more" if more > 0 else "")
         typer.echo(f"{len(summary.duplicates):,} repeated ids in the input, tagged once: {shown}")
     if export:
-        _write_export(records, out, export, model, min_score, name=str(input))
+        _write_export(records, out, export, model, min_score, name=str(input), include_disarm=include_disarm)
     if (summary.processed and not summary.succeeded) or (strict and summary.errors):
         raise typer.Exit(EXIT_ERROR)
 
 
-def _write_export(records: Path, out: Path, export: str, model: Path | None, min_score: float, *, name: str):
+def _write_export(records: Path, out: Path, export: str, model: Path | None, min_score: float, *, name: str,
+                  include_disarm: bool = False):  # fmt: skip
     import os
 
     from . import formats, persist
@@ -514,8 +546,11 @@ def _write_export(records: Path, out: Path, export: str, model: Path | None, min
     folder = model or persist.default_model_dir()
     by_id = {t.id: t for t in read_jsonl(folder / persist.CATALOGUE, Technique)}
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(formats.export_batch(records, export, by_id, name=name, min_score=min_score), encoding="utf-8")
+    disarm_objects = _disarm_objects(folder) if include_disarm and export == "stix" else None
+    result = formats.export_batch(records, export, by_id, name=name, min_score=min_score, disarm_objects=disarm_objects)
+    tmp.write_text(result.text, encoding="utf-8")
     os.replace(tmp, out)
+    _warn(result.warnings)
     typer.echo(f"wrote {export} export to {out} (records kept in {records})")
 
 
