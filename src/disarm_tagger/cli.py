@@ -468,7 +468,7 @@ def batch_cmd(
     out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
     format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
                       "record per document; csv: one row per suggestion; stix (one bundle, a report per document), "
-                      "navigator (one layer counting documents per technique), misp ({\"response\": [events]}): written "
+                      "navigator (one layer counting documents per technique), misp (one event per document, as {\"response\": ...}): written "
                       "to OUT when the run ends, from the resumable records in OUT.records.jsonl. "
                       "Default: csv if OUT ends in .csv, else jsonl.")] = None,
     top_k: Annotated[int, typer.Option(min=1, max=400, help="Suggestions per document.")] = 10,

@@ -1,7 +1,7 @@
 """Suggestions -> the files other tools read: STIX 2.1 (OpenCTI...), DISARM Navigator layers, MISP events.
 
-Pure functions returning data: nothing here prints or scores, and only a batch export reads a file (its
-records). Identifiers are uuid5 of stable keys (the article's ``key``, by default its source, and the
+Pure functions returning data: nothing here prints or scores, and the only files read are a batch's records
+and the packaged MISP galaxy table. Identifiers are uuid5 of stable keys (the article's ``key``, by default its source, and the
 technique id), so re-running on the same article gives the same ids. ``export_article`` is the one call the
 CLI and the web server make for an article; ``export_warnings`` says what a consumer will not get from it.
 """
