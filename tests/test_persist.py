@@ -114,6 +114,25 @@ def test_missing_model_folder_is_a_model_error(tmp_path):
         persist.load(tmp_path / "nope")
 
 
+def test_save_copies_disarms_stix_objects_and_load_verifies_them(fitted, fake_embedder, tmp_path):
+    stix = tmp_path / "disarm_stix.jsonl"
+    stix.write_text('{"id": "attack-pattern--1", "type": "attack-pattern"}\n')
+    meta = persist.save(fitted, tmp_path / "m", disarm_stix=stix)
+    assert (tmp_path / "m" / persist.DISARM_STIX).read_bytes() == stix.read_bytes()
+    assert persist.DISARM_STIX in meta["files"]
+    persist.load(tmp_path / "m", embedder=fake_embedder)
+    assert persist.read_disarm_objects(tmp_path / "m") == {"attack-pattern--1": {"id": "attack-pattern--1",
+                                                                                  "type": "attack-pattern"}}
+    (tmp_path / "m" / persist.DISARM_STIX).write_text("{}\n")
+    with pytest.raises(persist.ModelError, match="disarm_stix.jsonl: sha256 does not match"):
+        persist.load(tmp_path / "m", embedder=fake_embedder)
+    with pytest.raises(persist.ModelError, match="disarm_stix.jsonl: sha256 does not match"):
+        persist.read_disarm_objects(tmp_path / "m")
+    persist.save(fitted, tmp_path / "plain")
+    with pytest.raises(persist.ModelError, match="has no disarm_stix.jsonl"):
+        persist.read_disarm_objects(tmp_path / "plain")
+
+
 def test_public_api_train_save_load(fake_embedder, tmp_path):
     import disarm_tagger
 

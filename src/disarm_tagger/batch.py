@@ -334,13 +334,18 @@ def records_path(out: Path, fmt: str) -> Path:
     return out.with_name(out.name + ".records.jsonl") if fmt in EXPORT_FORMATS else out
 
 
-def write_export(records: Path, out: Path, fmt: str, techniques_by_id, *, name: str, min_score: float = 0.0) -> None:
-    """Write the export of a finished run's records to ``out`` atomically (a temporary file, then a rename)."""
+def write_export(records: Path, out: Path, fmt: str, techniques_by_id, *, name: str, min_score: float = 0.0,
+                 disarm_objects=None) -> list[str]:  # fmt: skip
+    """Write the export of a finished run's records to ``out`` atomically (a temporary file, then a rename);
+    return its warnings (what the consumer will not get)."""
     from .formats import export_batch
 
+    result = export_batch(records, fmt, techniques_by_id, name=name, min_score=min_score,
+                          disarm_objects=disarm_objects)  # fmt: skip
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(export_batch(records, fmt, techniques_by_id, name=name, min_score=min_score), encoding="utf-8")
+    tmp.write_text(result.text, encoding="utf-8")
     os.replace(tmp, out)
+    return result.warnings
 
 
 def _record_header() -> bytes:

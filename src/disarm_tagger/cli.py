@@ -69,6 +69,10 @@ BackendOption = Annotated[Optional[str], typer.Option(show_default=False, help="
 MaxBytesOption = Annotated[int, typer.Option(help="Refuse documents larger than this many bytes.")]
 LocalOption = Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")]
 AuthoredOption = Annotated[bool, typer.Option(help="Include the authored coverage passages (authored.jsonl).")]
+IncludeDisarmOption = Annotated[bool, typer.Option("--include-disarm", help="stix only: put DISARM's own "
+                                "attack-pattern objects in the bundle, verbatim from DISARM.json (kept in the model "
+                                "folder), for a platform that does not hold DISARM yet. Default: reference them by "
+                                "their DISARM STIX ids only.")]  # fmt: skip
 
 
 def _load_model(model: Path | None, backend: str | None):
@@ -79,6 +83,20 @@ def _load_model(model: Path | None, backend: str | None):
         return folder, persist.load(folder, backend=backend)
     except persist.ModelError as exc:
         raise fail(str(exc), EXIT_MODEL) from exc
+
+
+def _disarm_objects(folder: Path) -> dict[str, dict]:
+    from . import persist
+
+    try:
+        return persist.read_disarm_objects(folder)
+    except persist.ModelError as exc:
+        raise fail(str(exc), EXIT_MODEL) from exc
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        typer.echo(f"warning: {line}", err=True)
 
 
 def _read_input(path: str, max_bytes: int) -> str:
@@ -159,7 +177,9 @@ def train(
                f"{data_set.local_duplicates} replacing imported passages) and {len(data_set.authored)} authored "
                f"passages over {len(data_set.techniques)} techniques", err=True)  # fmt: skip
     tagger = Tagger(embedder).fit(data_set.training, data_set.techniques)
-    meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data))
+    stix = data / corpus.DISARM_STIX  # DISARM's own STIX objects, for exports that include them
+    meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data),
+                        disarm_stix=stix if stix.exists() else None)  # fmt: skip
     cv = meta["cv"]
     typer.echo(f"wrote {out}/ in {time.perf_counter() - started:.0f}s; inner LOIO CV: P@1 {cv['p@1']:.2f}, "
                f"R@10 {cv['r@10']:.2f}, MAP {cv['map']:.2f}; threshold {meta['threshold']:.2f}; authored weight "
@@ -176,6 +196,7 @@ def suggest(
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format("table"),
     backend: BackendOption = None,
     max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
+    include_disarm: IncludeDisarmOption = False,
 ) -> None:
     """Suggest DISARM techniques for one article, with the sentences that support each.
 
@@ -198,15 +219,20 @@ def suggest(
         article = tagger.suggest_article(raw, top_k=top_k, min_score=min_score)
     except text.InputError as exc:
         raise fail(f"{path}: {exc}") from exc
-    for warning in article.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    _warn(article.warnings)
     source = "stdin" if path == "-" else path
     fmt = Format(format).value
     if fmt == "table":
         render.print_table(source, str(folder), article.suggestions, tagger.threshold_)
-    else:
-        typer.echo(render.article(fmt, article, source=source, model=str(folder), threshold=tagger.threshold_,
-                                  techniques_by_id={t.id: t for t in tagger.techniques_}))  # fmt: skip
+        return
+    from . import formats
+
+    by_id = {t.id: t for t in tagger.techniques_}
+    disarm_objects = _disarm_objects(folder) if include_disarm and fmt == "stix" else None
+    typer.echo(render.article(fmt, article, source=source, model=str(folder), threshold=tagger.threshold_,
+                              techniques_by_id=by_id, disarm_objects=disarm_objects))  # fmt: skip
+    if fmt in formats.EXPORT_FORMATS:
+        _warn(formats.export_warnings(fmt, [s.technique_id for s in article.suggestions], by_id))
 
 
 @app.command()
@@ -372,9 +398,9 @@ def batch_cmd(
     out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
     format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
                       "record per document; csv: one row per suggestion; stix (one bundle, a report per document), "
-                      "navigator (one layer counting documents per technique), misp: written to OUT when the run "
-                      "ends, from the resumable records in OUT.records.jsonl. Default: csv if OUT ends in .csv, "
-                      "else jsonl.")] = None,  # fmt: skip
+                      "navigator (one layer counting documents per technique), misp (one event per document, in a "
+                      "response object): written to OUT when the run ends, from the resumable records in "
+                      "OUT.records.jsonl. Default: csv if OUT ends in .csv, else jsonl.")] = None,  # fmt: skip
     top_k: Annotated[int, typer.Option(min=1, max=400, help="Suggestions per document.")] = 10,
     min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop suggestions scoring below this.")] = 0.0,
     model: ModelOption = None,
@@ -384,6 +410,7 @@ def batch_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if this run wrote any error record.")] = False,
     max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
+    include_disarm: IncludeDisarmOption = False,
 ) -> None:
     """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.
 
@@ -426,8 +453,7 @@ def batch_cmd(
         raise fail(f"{out}: {exc.strerror or exc}") from exc
     finally:
         stop()
-    for note in summary.notes:
-        typer.echo(f"warning: {note}", err=True)
+    _warn(summary.notes)
     typer.echo(f"{summary.processed:,} documents in {summary.seconds:.1f}s ({summary.docs_per_second:.1f} docs/s): "
                f"{summary.succeeded:,} tagged, {summary.errors:,} errors, {summary.skipped:,} already in {records}")
     if summary.duplicates:
@@ -435,8 +461,11 @@ def batch_cmd(
         shown = ", ".join(summary.duplicates[:20]) + (f" and {more:,} more" if more > 0 else "")
         typer.echo(f"{len(summary.duplicates):,} repeated ids in the input, tagged once: {shown}")
     if records != out:
-        catalogue = {t.id: t for t in persist.read_catalogue(model or persist.default_model_dir())}
-        batch_lib.write_export(records, out, fmt, catalogue, name=str(input), min_score=min_score)
+        folder = model or persist.default_model_dir()
+        catalogue = {t.id: t for t in persist.read_catalogue(folder)}
+        disarm_objects = _disarm_objects(folder) if include_disarm and fmt == "stix" else None
+        _warn(batch_lib.write_export(records, out, fmt, catalogue, name=str(input), min_score=min_score,
+                                     disarm_objects=disarm_objects))  # fmt: skip
         typer.echo(f"wrote {fmt} export to {out} (records kept in {records})")
     if (summary.processed and not summary.succeeded) or (strict and summary.errors):
         raise typer.Exit(EXIT_ERROR)

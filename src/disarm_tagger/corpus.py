@@ -18,6 +18,7 @@ TECHNIQUES = "techniques.jsonl"
 TACTICS = "tactics.jsonl"
 PHASES = "phases.jsonl"
 EXAMPLES = "examples.jsonl"
+DISARM_STIX = "disarm_stix.jsonl"  # DISARM's own STIX objects, verbatim, for exports that include them
 ANNOTATIONS = "annotations.jsonl"  # analysts' own labels; never written by import-disarm
 AUTHORED = "authored.jsonl"  # passages the project wrote from DISARM's definitions (see coverage.py)
 MANIFEST = "manifest.json"
@@ -46,12 +47,23 @@ def dumps_line(record: dict) -> str:
 
 
 def write_jsonl(path: Path, records: Iterable) -> int:
+    """Records (dataclasses, or plain dicts such as STIX objects) as JSONL; returns how many."""
     n = 0
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         for rec in records:
-            fh.write(dumps_line(to_dict(rec)))
+            fh.write(dumps_line(rec if isinstance(rec, dict) else to_dict(rec)))
             n += 1
     return n
+
+
+def read_stix_objects(path: Path) -> dict[str, dict]:
+    """A file of STIX objects written by ``write_jsonl`` as {STIX id: object}."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: not found (import-disarm writes it from DISARM's STIX bundle)")
+    with open(path, encoding="utf-8") as fh:
+        objects = [json.loads(line) for line in fh if line.strip()]
+    return {obj["id"]: obj for obj in objects}
 
 
 def read_jsonl(path: Path, cls: type) -> list:
@@ -120,6 +132,10 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
         EXAMPLES: examples,
     }
     counts = {name: write_jsonl(out / name, records) for name, records in files.items()}
+    if framework.stix_bundle:
+        counts[DISARM_STIX] = write_jsonl(out / DISARM_STIX, framework.stix_objects)
+    else:  # no DISARM objects this time: a file left by an earlier import would contradict the manifest
+        (out / DISARM_STIX).unlink(missing_ok=True)
     summary = ImportSummary(
         out=out,
         examples=len(examples),
@@ -140,7 +156,7 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
         | {"incidents": summary.incidents, "techniques_used": summary.techniques_used, "rows": report.rows},
         "repaired": report.repaired,
         "dropped": report.dropped,
-        "sha256": {name: sha256_file(out / name) for name in files},
+        "sha256": {name: sha256_file(out / name) for name in counts},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary

@@ -6,6 +6,8 @@
     arrays.npz        its learned arrays (embeddings, label matrix, ridge weights, TF-IDF, calibration),
                       read with ``allow_pickle=False``
     techniques.jsonl  the technique catalogue the labels refer to, in label order
+    disarm_stix.jsonl DISARM's own STIX objects, verbatim, from the training data (optional; STIX exports
+                      include them on request)
     README.md         the generated model card
 
 ``save`` writes a complete new folder beside the old one and swaps it in with one rename, so an interrupted
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .card import render as render_card
-from .corpus import read_jsonl, sha256_file, write_jsonl
+from .corpus import DISARM_STIX, read_jsonl, read_stix_objects, sha256_file, write_jsonl
 from .schema import Technique
 from .tagger import Tagger, check_is_fitted
 
@@ -65,8 +67,9 @@ def embedder_info(embedder) -> dict:
             "weights_sha256": getattr(embedder, "weights_sha256", "")}  # fmt: skip
 
 
-def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dict:
-    """Write the fitted tagger to ``folder`` (created, or replaced whole) and return its metadata."""
+def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, disarm_stix: Path | None = None) -> dict:
+    """Write the fitted tagger to ``folder`` (created, or replaced whole) and return its metadata.
+    ``disarm_stix``: the training data's copy of DISARM's STIX objects, to carry along for exports."""
     check_is_fitted(tagger)
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,8 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dic
         _write_json(staging / CONFIG, json_state)
         np.savez_compressed(staging / ARRAYS, **arrays)
         write_jsonl(staging / CATALOGUE, tagger.techniques_)
+        if disarm_stix:
+            shutil.copyfile(disarm_stix, staging / DISARM_STIX)
         meta = {
             "format_version": FORMAT_VERSION,
             "versions": library_versions(),
@@ -90,7 +95,8 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dic
             "cv": tagger.cv_metrics_,
         }
         (staging / CARD).write_text(render_card(meta), encoding="utf-8")
-        meta["files"] = {name: sha256_file(staging / name) for name in (*VERIFIED, CARD)}
+        hashed = (*VERIFIED, CARD, *((DISARM_STIX,) if disarm_stix else ()))
+        meta["files"] = {name: sha256_file(staging / name) for name in hashed}
         _write_json(staging / META, meta)
         _swap_in(staging, folder)
     finally:
@@ -164,6 +170,19 @@ def _warn_on_drift(meta: dict) -> None:
         was = recorded.get(name)
         if was and was.split(".")[:2] != now.split(".")[:2]:
             warnings.warn(f"model was saved with {name} {was}, this is {now}; results may differ", stacklevel=3)
+
+
+def read_disarm_objects(folder: Path) -> dict[str, dict]:
+    """DISARM's STIX objects carried by a model folder ({STIX id: object}), checked against meta.json."""
+    folder = Path(folder)
+    digest = read_meta(folder).get("files", {}).get(DISARM_STIX)
+    path = folder / DISARM_STIX
+    if not digest or not path.exists():
+        raise ModelError(f"{folder}: the model folder has no {DISARM_STIX} (its training data was imported with "
+                         "--no-stix, or before the file existed): retrain, or drop --include-disarm")  # fmt: skip
+    if sha256_file(path) != digest:
+        raise ModelError(f"{path}: sha256 does not match {META}; the file was changed, refusing to use it")
+    return read_stix_objects(path)
 
 
 def read_catalogue(folder: Path) -> list[Technique]:

@@ -38,13 +38,15 @@ def to_json(source: str, model: str, suggestions: Sequence[Suggestion], warnings
 FORMATS = ("table", "json", "markdown", *EXPORT_FORMATS)  # what `suggest --format` writes
 
 
-def article(fmt: str, art, *, source: str, model: str, threshold: float, techniques_by_id) -> str:
-    """One article's suggestions as text in any format but "table" (see ``print_table``)."""
+def article(fmt: str, art, *, source: str, model: str, threshold: float, techniques_by_id,
+            disarm_objects=None) -> str:  # fmt: skip
+    """One article's suggestions as text in any format but "table" (see ``print_table``). ``disarm_objects``:
+    DISARM's STIX objects to include in a STIX bundle (else they are referenced by id)."""
     if fmt == "json":
         return to_json(source, model, art.suggestions, art.warnings)
     if fmt == "markdown":
         return to_markdown(source, model, art.suggestions, threshold)
-    doc = export_article(fmt, art, techniques_by_id, source=source, model=model)
+    doc = export_article(fmt, art, techniques_by_id, source=source, model=model, disarm_objects=disarm_objects)
     return json.dumps(doc, ensure_ascii=False, indent=2)
 
 
