@@ -60,3 +60,9 @@ embed.register_backend("fake", FakeEmbedder)
 @pytest.fixture()
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The packaged MiniLM on the default backend, loaded once per session (tests marked slow)."""
+    return embed.load_embedder()

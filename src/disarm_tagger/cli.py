@@ -144,6 +144,44 @@ def import_disarm_cmd(
     typer.echo(f"wrote {out}/")
 
 
+@app.command("check-authored")
+def check_authored(
+    *,
+    data: DataOption = Path("training_data"),
+    similarity: Annotated[bool, typer.Option(help="Also embed every passage: none near-identical to another, none "
+                          "close to a DISARM incident passage (loads the embedder; about a minute).")] = True,
+    backend: BackendOption = None,
+) -> None:
+    """Check the authored coverage set (training_data/authored.jsonl) against its rules.
+
+    Every technique has at least 4 passages written for it; no text holds a technique id or a technique's
+    name; every label is in the catalogue; no two passages share a text or a sentence skeleton; with
+    --similarity, no two passages are near-identical (cosine >= 0.95) and none is close to a DISARM incident
+    passage or sentence (cosine >= 0.90). Exit 0 when all hold, 4 otherwise.
+    """
+    from . import corpus
+    from .embed import EmbedderError, load_embedder
+
+    try:
+        report = corpus.check_authored(data, embedder=load_embedder(backend) if similarity else None)
+    except corpus.CorpusError as exc:
+        raise fail(str(exc), EXIT_DATA) from exc
+    except EmbedderError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    counts = sorted(report.per_technique.values())
+    typer.echo(f"{report.passages:,} authored passages for {sum(n > 0 for n in counts)} of {len(counts)} "
+               f"techniques; per technique min {counts[0]}, median {counts[len(counts) // 2]}, max {counts[-1]}")
+    if report.max_cosine_to_disarm:
+        quantiles = ", ".join(f"{k} {v:.2f}" for k, v in report.max_cosine_to_disarm.items())
+        typer.echo(f"max cosine of each passage to DISARM passages and sentences: {quantiles}; closest pair of "
+                   f"authored passages: {report.max_cosine_between_authored:.2f}")  # fmt: skip
+    for line in report.problems:
+        typer.echo(f"problem: {line}", err=True)
+    if not report.ok:
+        raise fail(f"{len(report.problems)} problem(s) in the authored set", EXIT_DATA)
+    typer.echo("every rule holds")
+
+
 @app.command()
 def train(
     *,

@@ -158,8 +158,34 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
         "dropped": report.dropped,
         "sha256": {name: sha256_file(out / name) for name in counts},
     }
+    if (out / AUTHORED).exists():  # written by the project, not imported: described here, never rewritten
+        manifest["authored"] = authored_manifest(out, framework.techniques)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
+
+
+def authored_manifest(folder: Path, techniques: list[Technique]) -> dict:
+    """manifest.json's description of authored.jsonl: counts per tactic, attribution and its sha256."""
+    from .coverage import summary
+
+    path = Path(folder) / AUTHORED
+    return summary(read_jsonl(path, Example), techniques) | {"file": AUTHORED, "sha256": sha256_file(path)}
+
+
+def check_authored(folder: Path, *, embedder=None):
+    """coverage.check() on a training_data folder's authored.jsonl, plus: manifest.json describes the file as
+    it is (re-run import-disarm after editing it). Returns a coverage.CoverageReport."""
+    from . import coverage
+
+    data = load_corpus(folder, include_local=False)
+    if not data.authored:
+        raise CorpusError(f"{folder}: no {AUTHORED}")
+    report = coverage.check(data.authored, data.techniques, embedder=embedder,
+                            disarm_texts=coverage.disarm_texts(data.examples) if embedder is not None else ())
+    if data.manifest.get("authored") != authored_manifest(folder, data.techniques):
+        report.problems.append(f"{folder / MANIFEST}: its 'authored' section does not describe {AUTHORED}; re-run "
+                               "`disarm-tagger import-disarm` (`make import`)")  # fmt: skip
+    return report
 
 
 @dataclass(frozen=True)
