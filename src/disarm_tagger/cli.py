@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .text import DEFAULT_MAX_BYTES
 
 app = typer.Typer(
     help="Suggest DISARM Red Framework technique ids for articles about influence operations.",
@@ -174,7 +175,7 @@ def suggest(
     min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Hide suggestions scoring below this.")] = 0.0,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
     backend: BackendOption = None,
-    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = 20_000_000,
+    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = DEFAULT_MAX_BYTES,
 ) -> None:
     """Suggest DISARM techniques for one article, with the sentences that support each.
 
@@ -229,7 +230,7 @@ def annotate(
     note: Annotated[str, typer.Option(help="Free-text note stored with the annotation.")] = "",
     annotator: Annotated[Optional[str], typer.Option(show_default=False, help="Who confirmed the labels. "
                          "Default: the login name.")] = None,  # fmt: skip
-    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = 20_000_000,
+    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = DEFAULT_MAX_BYTES,
 ) -> None:
     """Record analyst-confirmed techniques for an article in training_data/annotations.jsonl.
 
@@ -445,7 +446,7 @@ def batch_cmd(
     id_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document id.")] = "id",
     text_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document text.")] = "text",
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if this run wrote any error record.")] = False,
-    max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = 20_000_000,
+    max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = DEFAULT_MAX_BYTES,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
 ) -> None:
     """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.

@@ -21,11 +21,16 @@ def suggestion_record(s: Suggestion) -> dict:
     }
 
 
-def to_json(source: str, model: str, suggestions: Sequence[Suggestion], warnings: Sequence[str] = ()) -> str:
+def to_document(source: str, model: str, suggestions: Sequence[Suggestion], warnings: Sequence[str] = ()) -> dict:
+    """The JSON contract of `suggest --format json` (and of the server's POST /api/suggest) as a dict."""
     doc = {"input": source, "model": model, "suggestions": [suggestion_record(s) for s in suggestions]}
     if warnings:
         doc["warnings"] = list(warnings)
-    return json.dumps(doc, ensure_ascii=False, indent=2)
+    return doc
+
+
+def to_json(source: str, model: str, suggestions: Sequence[Suggestion], warnings: Sequence[str] = ()) -> str:
+    return json.dumps(to_document(source, model, suggestions, warnings), ensure_ascii=False, indent=2)
 
 
 def _clip(text: str, n: int = 160) -> str:
