@@ -446,7 +446,9 @@ def batch_cmd(
     id_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document id.")] = "id",
     text_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document text.")] = "text",
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if this run wrote any error record.")] = False,
-    max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = DEFAULT_MAX_BYTES,
+    max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = (
+        DEFAULT_MAX_BYTES
+    ),
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
 ) -> None:
     """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.
