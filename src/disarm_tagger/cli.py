@@ -268,6 +268,59 @@ def annotate(
                f"characters) in {result.path}; run `disarm-tagger train` to use it")
 
 
+@app.command()
+def serve(
+    *,
+    host: Annotated[str, typer.Option(help="Address to listen on. Anything but loopback needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    model: ModelOption = None,
+    data: Annotated[Path, typer.Option(help="training_data folder: reviews are saved to its annotations.jsonl "
+                    "and their labels checked against its techniques.jsonl.")] = Path("training_data"),  # fmt: skip
+    token: Annotated[Optional[str], typer.Option(envvar="DISARM_TAGGER_TOKEN", show_default=False,
+                     help="Require 'Authorization: Bearer TOKEN' on every API call (the page asks for it). "
+                     "Default: $DISARM_TAGGER_TOKEN.")] = None,  # fmt: skip
+    backend: BackendOption = None,
+    max_bytes: Annotated[int, typer.Option(help="Refuse articles larger than this many bytes (413).")] = (
+        DEFAULT_MAX_BYTES
+    ),
+) -> None:
+    """Serve the review page and the REST API: suggest, review, save annotations, export.
+
+    Open http://HOST:PORT/ for the page and /docs for the API. The model is loaded once at start; SIGINT or
+    SIGTERM stops the server after the requests in progress. A --host other than loopback is refused
+    unless a token is set.
+
+    Examples:
+
+      disarm-tagger serve
+
+      DISARM_TAGGER_TOKEN=$(openssl rand -hex 16) disarm-tagger serve --host 0.0.0.0 --port 8080
+    """
+    from .serve import security
+
+    loopback = security.is_loopback(host)
+    if not loopback and not token:
+        raise fail(f"--host {host} can be reached from other machines: set --token or DISARM_TAGGER_TOKEN",
+                   EXIT_USAGE)  # fmt: skip
+    folder, tagger = _load_model(model, backend)
+    import uvicorn
+
+    from . import corpus
+    from .serve import create_app
+
+    if not (data / corpus.TECHNIQUES).exists():
+        typer.echo(f"warning: {data / corpus.TECHNIQUES} not found: saving reviews will fail (--data)", err=True)
+    hosts = [*security.LOOPBACK_NAMES, host] if loopback else None  # Host header check against DNS rebinding
+    api = create_app(tagger, model=str(folder), data=data, token=token, max_bytes=max_bytes, allowed_hosts=hosts)
+    server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, timeout_graceful_shutdown=10,
+                                           server_header=False, log_level="info"))  # fmt: skip
+    typer.echo(f"review page: http://{host}:{port}/  (model {folder}; reviews go to {data / corpus.ANNOTATIONS})",
+               err=True)  # fmt: skip
+    server.run()
+    if not server.started:
+        raise fail(f"could not serve on {host}:{port} (see the log above)")
+
+
 EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
 
 
