@@ -321,6 +321,70 @@ def serve(
         raise fail(f"could not serve on {host}:{port} (see the log above)")
 
 
+@app.command("bench-serve")
+def bench_serve(
+    *,
+    url: Annotated[Optional[str], typer.Option(show_default=False, help="A running server to load. Default: start "
+                   "`disarm-tagger serve` on 127.0.0.1 and a free port, and stop it afterwards.")] = None,  # fmt: skip
+    requests: Annotated[int, typer.Option(min=1, help="Requests in all.")] = 64,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent clients, each sending its share in turn.")] = 8,
+    chars: Annotated[int, typer.Option(min=50, help="Characters per passage.")] = 500,
+    model: ModelOption = None,
+    backend: BackendOption = None,
+    data: Annotated[Path, typer.Option(help="training_data folder the passages are drawn from.")] = Path(
+        "training_data"
+    ),
+    token: Annotated[Optional[str], typer.Option(envvar="DISARM_TAGGER_TOKEN", show_default=False,
+                     help="Bearer token for --url.")] = None,  # fmt: skip
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Load-test the server: REQUESTS suggest calls of ~CHARS-character passages from CLIENTS concurrent
+    clients; prints p50/p95/max latency, errors and throughput (goal: p95 <= 1.0 s, 0 errors).
+
+    Examples:
+
+      disarm-tagger bench-serve
+
+      disarm-tagger bench-serve --url http://127.0.0.1:8000 --requests 200 --clients 16
+    """
+    import json
+    import tempfile
+
+    from . import corpus
+    from .serve import loadtest
+
+    try:
+        texts = loadtest.passages(data, requests, chars=chars)
+    except (corpus.CorpusError, ValueError, OSError) as exc:
+        raise fail(str(exc), EXIT_DATA) from exc
+    if url:
+        result = loadtest.run(url, texts, clients=clients, token=token)
+    else:
+        args = [*(["--model", str(model)] if model else []), *(["--backend", backend.value] if backend else []),
+                "--data", str(data)]  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                proc, url = loadtest.start_server(args, log=Path(tmp) / "serve.log")
+            except loadtest.ServerError as exc:
+                raise fail(str(exc)) from exc
+            try:
+                result = loadtest.run(url, texts, clients=clients)
+            finally:
+                result_code = loadtest.stop_server(proc)
+        result["server_exit_code"] = result_code
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(f"{result['requests']} requests ({result['chars_mean']:.0f} characters each) from "
+                   f"{result['clients']} clients to {result['url']}: p50 {result['p50']:.2f}s, p95 "
+                   f"{result['p95']:.2f}s, max {result['max']:.2f}s, {result['errors']} errors, "
+                   f"{result['requests_per_s']:.1f} requests/s; load average {result['load_average']}")  # fmt: skip
+        for line in result["error_examples"]:
+            typer.echo(f"  error: {line}")
+    if result["errors"]:
+        raise typer.Exit(EXIT_ERROR)
+
+
 EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
 
 
