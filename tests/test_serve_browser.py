@@ -155,3 +155,14 @@ def test_hostile_article_is_rendered_as_text(browser, server):
     page.wait_for_timeout(200)
     assert page.evaluate("window.pwned") is None and dialogs == []
     assert problems == []
+
+
+def test_api_docs_render_from_this_server_under_the_csp(browser, server):
+    url, _data = server
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("request", lambda req: None if req.url.startswith((url, "data:")) else problems.append(req.url))
+    page.goto(url + "/docs")
+    expect(page.locator(".opblock")).to_have_count(5)  # every endpoint; nothing fetched from elsewhere
+    assert problems == []

@@ -168,6 +168,7 @@ def create_app(tagger, *, model: str, data: Path, token: str | None = None,
     app = FastAPI(title="disarm-tagger", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Suggest DISARM Red Framework techniques for an article, review them, save the "
                               "review as training data and export it (STIX 2.1, DISARM Navigator, MISP).")  # fmt: skip
+    app.openapi_version = "3.0.3"  # what the packaged Swagger UI (4.x) renders; the schemas are 3.0-compatible
     app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_body=max_bytes + FORM_ROOM)
     app.add_middleware(Guard, token=token)
