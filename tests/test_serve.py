@@ -360,3 +360,49 @@ def test_serve_refuses_a_public_bind_without_a_token_before_loading_anything(tmp
     tokened = runner.invoke(cli_app, ["serve", "--host", "0.0.0.0", "--model", str(tmp_path / "none")],
                             env={"DISARM_TAGGER_TOKEN": "s3cret"})  # fmt: skip
     assert tokened.exit_code == 3 and "no such model folder" in tokened.stderr
+
+
+
+def test_batcher_groups_by_parameters_and_isolates_failures():
+    from disarm_tagger.serve.batcher import MicroBatcher
+    from disarm_tagger.text import InputError
+
+    batcher = MicroBatcher(make_tagger(SlowEmbedder())).start()
+    try:
+        futures = [batcher.submit(TEXT, top_k=k) for k in (1, 2, 3, 2)]  # queued while the first runs
+        futures.append(batcher.submit("<html><nav><a href='/'>Home</a></nav></html>", top_k=2))
+        assert [len(f.result(timeout=30).suggestions) for f in futures[:4]] == [1, 2, 3, 2]
+        with pytest.raises(InputError, match="no article text"):  # a bad input fails only its own request
+            futures[4].result(timeout=30)
+        assert batcher.batches <= 3  # top_k 1 alone; then 2 (with the bad input) and 3 together
+        assert len(batcher.submit(TEXT, top_k=1).result(timeout=30).suggestions) == 1  # the worker lives on
+    finally:
+        batcher.close()
+
+
+def test_batcher_refuses_work_beyond_its_queue_and_after_close():
+    from disarm_tagger.serve.batcher import BusyError, MicroBatcher
+
+    release = threading.Event()
+
+    class Blocked:
+        def suggest_articles(self, raws, **_):
+            release.wait(30)
+            return [RuntimeError("not an article")] * len(raws)
+
+    batcher = MicroBatcher(Blocked(), max_queue=2, max_wait=0.0).start()
+    first = batcher.submit("a")
+    while batcher._queue.qsize():  # the worker has taken the first job and is blocked in it
+        time.sleep(0.01)
+    queued = [batcher.submit("b"), batcher.submit("c")]
+    with pytest.raises(BusyError, match="2 requests are already waiting"):
+        batcher.submit("d")
+    release.set()
+    with pytest.raises(RuntimeError, match="not an article"):
+        first.result(timeout=30)
+    for f in queued:
+        with pytest.raises(RuntimeError, match="not an article"):
+            f.result(timeout=30)
+    batcher.close()
+    with pytest.raises(RuntimeError, match="not running"):
+        batcher.submit("e")
