@@ -88,6 +88,8 @@ def test_uploads_are_decoded_like_files_and_named_by_their_base_name_only(client
     ({"json": ["not", "an", "object"]}, 400, "JSON object"),
     ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
     ({"content": TEXT.encode(), "headers": {"content-type": "text/plain"}}, 415, "application/json"),
+    ({"content": b'{"text": "bots \\ud800 posted"}', "headers": {"content-type": "application/json"}}, 400,
+     "unpaired surrogate at character 5"),
     ({"files": {"file": ("a.txt", b"caf\xe9 au lait")}}, 400, "not valid UTF-8 at byte 3"),
     ({"files": {"file": ("a.pdf", b"%PDF-1.7 ...")}}, 400, "looks like a PDF"),
     ({"files": {"file": ("a.html", b"<html><nav><a href='/'>Home</a></nav></html>")}}, 400, "no article text"),
@@ -220,9 +222,11 @@ def test_stix_export_parses_and_an_added_technique_has_no_model_score(client):
     ("/api/export/stix", {"text": " ", "techniques": []}, 400, "text or a title"),
     ("/api/export/xml", {"text": TEXT, "techniques": []}, 422, "'stix', 'navigator' or 'misp'"),
     ("/api/export/misp", {"text": TEXT}, 422, "techniques: Field required"),
+    ("/api/export/misp", b'{"title": "\\ud800", "techniques": []}', 400, "unpaired surrogate"),
 ])  # fmt: skip
 def test_export_errors(client, path, payload, status, message):
-    got = client.post(path, json=payload)
+    got = client.post(path, content=payload, headers={"content-type": "application/json"}) if isinstance(
+        payload, bytes) else client.post(path, json=payload)
     assert got.status_code == status and message in got.json()["error"]
 
 

@@ -132,11 +132,19 @@ def _validated(model: type[BaseModel], data: dict, max_bytes: int):
         request = model.model_validate(data)
     except ValidationError as exc:
         raise ApiError(422, _validation_message(exc.errors())) from None
-    if len(request.text.encode("utf-8", "surrogatepass")) > max_bytes:
+    if len(_utf8(request.text)) > max_bytes:
         raise ApiError(413, f"text over the {max_bytes:,}-byte limit")
     if not request.text.strip():
         raise ApiError(400, "text is empty")
     return request
+
+
+def _utf8(*strings: str) -> bytes:
+    """The strings as UTF-8; JSON's "\\ud800" escapes can make strings that are not (400, not a crash later)."""
+    try:
+        return "".join(strings).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"text is not valid Unicode (an unpaired surrogate at character {exc.start})") from None
 
 
 def _validation_message(errors) -> str:
@@ -237,6 +245,7 @@ def create_app(tagger, *, model: str, data: Path, token: str | None = None,
         """The reviewed set as `suggest --format stix|navigator|misp` prints it."""
         if not body.text.strip() and not body.title.strip():
             raise ApiError(400, "give the article text or a title")
+        _utf8(body.text, body.title, body.source, *(e.text for t in body.techniques for e in t.evidence))
         unknown = [t.technique_id for t in body.techniques if t.technique_id not in techniques_by_id]
         if unknown:
             raise ApiError(400, f"unknown technique id(s): {', '.join(unknown)}")
