@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from disarm_tagger import embed
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the repo, as in CI
+
+
+def shared(relative: str) -> Path:
+    """A path under ../shared: DISARM's checkout and the consumers' own data (MISP galaxy) the exports are
+    checked against. Missing is a failure, not a skip: CI always has it."""
+    path = SHARED / relative
+    if not path.exists():
+        pytest.fail(f"{path}: not found; these tests check against ../shared beside the repo, as CI has it")
+    return path
 
 
 STOP = frozenset("a an and the of to for in on with by it its is was were be as at from that this".split())
@@ -36,6 +51,10 @@ class FakeEmbedder:
             v = np.sum([self._word(w) for w in words], axis=0)
             out[i] = v / max(np.linalg.norm(v), 1e-9)
         return out
+
+
+# The fake goes through the real backend lookup: `--backend fake`, and models saved with it, load it by name.
+embed.register_backend("fake", FakeEmbedder)
 
 
 @pytest.fixture()

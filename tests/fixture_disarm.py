@@ -24,6 +24,12 @@ TECHNIQUES = {
 TACTICS = {"TA06": ("Develop Content", "P02"), "TA07": ("Select Channels and Affordances", "P02"),
            "TA15": ("Establish Assets", "P02"), "TA16": ("Establish Legitimacy", "P02")}  # fmt: skip
 
+# what the STIX bundle holds besides attack-patterns: who made them, their marking, and an object they do not use
+STIX_IDENTITY = {"type": "identity", "id": "identity--00000000-0000-4000-8000-0000000000aa", "name": "DISARM"}
+STIX_MARKING = {"type": "marking-definition", "id": "marking-definition--00000000-0000-4000-8000-0000000000bb",
+                "definition": {"statement": "CC-BY-SA-4.0"}}  # fmt: skip
+STIX_UNUSED = {"type": "x-mitre-matrix", "id": "x-mitre-matrix--00000000-0000-4000-8000-0000000000cc"}
+
 ROW = "| [{tid} {name}](../../generated_pages/techniques/{tid}.md) | {cell} |"
 
 # (incident id, name, rows); each row is (technique id, description cell)
@@ -97,9 +103,11 @@ def write_checkout(root: Path, incidents=INCIDENTS, *,
         (pages / "incidents" / f"{iid}.md").write_text(_incident_page(iid, name, rows), encoding="utf-8")
     objects = [
         {"type": "attack-pattern", "id": f"attack-pattern--{i:08d}-0000-4000-8000-000000000000", "name": n[0],
+         "created_by_ref": STIX_IDENTITY["id"], "object_marking_refs": [STIX_MARKING["id"]],
          "external_references": [{"source_name": "mitre-attack", "external_id": tid}]}
         for i, (tid, n) in enumerate(TECHNIQUES.items())
     ]  # fmt: skip
+    objects = [STIX_UNUSED, STIX_IDENTITY, *objects, STIX_MARKING]
     if stix_bundle:  # upstream's layout by default; older snapshots kept it at generated_files/DISARM.json
         (root / stix_bundle).parent.mkdir(parents=True, exist_ok=True)
         (root / stix_bundle).write_text(json.dumps({"type": "bundle", "objects": objects}))

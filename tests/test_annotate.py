@@ -107,7 +107,7 @@ def _rank_and_score(tagger: Tagger, text: str, label: str) -> tuple[int, float]:
 def test_a_confirmed_annotation_changes_the_next_model(data):
     before_data = corpus.load_corpus(data)
     before = Tagger(FakeEmbedder()).fit(before_data.examples, before_data.techniques)
-    rank0, score0 = _rank_and_score(before, NEW_TEXT, "T0004")
+    rank0, _ = _rank_and_score(before, NEW_TEXT, "T0004")
     assert rank0 > 0  # the model does not already put the analyst's label first
 
     annotate.annotate(NEW_TEXT, "T0004", data=data, annotator="ana")
@@ -117,7 +117,10 @@ def test_a_confirmed_annotation_changes_the_next_model(data):
     assert corpus.provenance(after_data, data)["counts"]["local_annotations"] == 1
     after = Tagger(FakeEmbedder()).fit(after_data.examples, after_data.techniques)
     rank1, score1 = _rank_and_score(after, NEW_TEXT, "T0004")
-    assert rank1 < rank0 and score1 > score0
+    # the analyst's label moves to the top; scores of two models are calibrated on different data, so the
+    # comparison that matters is within each model: T0004 now beats every other technique
+    assert rank1 == 0 < rank0
+    assert score1 == after.predict_proba([NEW_TEXT])[0].max()
 
 
 def test_cli_annotate_file_stdin_and_errors(data, tmp_path):

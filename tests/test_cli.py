@@ -17,8 +17,7 @@ ARTICLE = "Operators ran a messaging channel.\nSubscribers paid with card paymen
 
 
 @pytest.fixture()
-def model_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(embed, "PackagedEmbedder", lambda *a, **k: FakeEmbedder())
+def model_dir(tmp_path):
     folder = tmp_path / "model"
     persist.save(Tagger(FakeEmbedder()).fit(_examples(), TECHNIQUES), folder)
     return folder
@@ -84,15 +83,14 @@ def test_suggest_missing_model_exits_3(tmp_path):
     assert result.exit_code == 3 and "no such model folder" in result.stderr
 
 
-def test_train_writes_a_loadable_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(embed, "PackagedEmbedder", lambda *a, **k: FakeEmbedder())
+def test_train_writes_a_loadable_model(tmp_path):
     from disarm_tagger import corpus
 
     data = tmp_path / "td"
     data.mkdir()
     corpus.write_jsonl(data / corpus.TECHNIQUES, TECHNIQUES)
     corpus.write_jsonl(data / corpus.EXAMPLES, _examples())
-    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m")])
+    result = CliRunner().invoke(app, ["train", "--data", str(data), "--out", str(tmp_path / "m"), "--backend", "fake"])
     assert result.exit_code == 0, result.output
     assert "inner LOIO CV" in result.stdout
     meta = persist.read_meta(tmp_path / "m")

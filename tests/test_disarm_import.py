@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from conftest import shared
 from disarm_tagger import corpus, disarm
 from disarm_tagger.cli import app
-from fixture_disarm import INCIDENTS, write_checkout
+from fixture_disarm import INCIDENTS, STIX_IDENTITY, STIX_MARKING, STIX_UNUSED, TECHNIQUES, write_checkout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,8 @@ def test_import_is_deterministic_and_order_independent(tmp_path_factory, seed):
     b = tmp_path_factory.mktemp("b")
     corpus.import_disarm(write_checkout(a / "src"), a / "out")
     corpus.import_disarm(write_checkout(b / "src", incidents=shuffled), b / "out")
-    for name in ("examples.jsonl", "techniques.jsonl", "tactics.jsonl", "phases.jsonl", "manifest.json"):
+    for name in ("examples.jsonl", "techniques.jsonl", "tactics.jsonl", "phases.jsonl", corpus.DISARM_STIX,
+                 "manifest.json"):
         assert (a / "out" / name).read_bytes() == (b / "out" / name).read_bytes(), name
 
 
@@ -129,7 +131,22 @@ def test_import_reads_the_stix_bundle_in_either_layout(tmp_path, layout):
     corpus.import_disarm(write_checkout(tmp_path / "src", stix_bundle=layout), out)
     techniques = [json.loads(line) for line in (out / "techniques.jsonl").read_text().splitlines()]
     assert all(t["stix_id"].startswith("attack-pattern--") for t in techniques)
-    assert json.loads((out / "manifest.json").read_text())["stix_bundle"] == layout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stix_bundle"] == layout
+
+
+def test_import_keeps_disarms_stix_objects_verbatim_for_the_exports(tmp_path):
+    root = write_checkout(tmp_path / "src")
+    corpus.import_disarm(root, tmp_path / "td")
+    bundle = json.loads((root / disarm.STIX_BUNDLES[0]).read_text())["objects"]
+    kept = corpus.read_stix_objects(tmp_path / "td" / corpus.DISARM_STIX)
+    patterns = [o for o in bundle if o["type"] == "attack-pattern"]
+    assert len(patterns) == len(TECHNIQUES)
+    for obj in patterns + [STIX_IDENTITY, STIX_MARKING]:  # what the attack-patterns reference comes along
+        assert kept[obj["id"]] == obj
+    assert STIX_UNUSED["id"] not in kept and len(kept) == len(patterns) + 2
+    manifest = json.loads((tmp_path / "td" / "manifest.json").read_text())
+    assert manifest["sha256"][corpus.DISARM_STIX] == corpus.sha256_file(tmp_path / "td" / corpus.DISARM_STIX)
 
 
 def test_checkout_without_stix_bundle_exits_4_naming_both_paths(tmp_path):
@@ -143,8 +160,11 @@ def test_checkout_without_stix_bundle_exits_4_naming_both_paths(tmp_path):
 
 def test_no_stix_imports_and_the_manifest_says_ids_are_not_disarms(tmp_path):
     root = write_checkout(tmp_path / "src", stix_bundle=None)
+    (tmp_path / "td").mkdir()
+    (tmp_path / "td" / corpus.DISARM_STIX).write_text("{}\n")  # left by an earlier import with the bundle
     result = CliRunner().invoke(app, ["import-disarm", str(root), "--out", str(tmp_path / "td"), "--no-stix"])
     assert result.exit_code == 0, result.output
+    assert not (tmp_path / "td" / corpus.DISARM_STIX).exists()
     manifest = json.loads((tmp_path / "td" / "manifest.json").read_text())
     assert manifest["stix_bundle"] == corpus.NO_STIX
     techniques = [json.loads(line) for line in (tmp_path / "td" / "techniques.jsonl").read_text().splitlines()]
@@ -176,11 +196,8 @@ def test_committed_manifest_matches_files():
     assert manifest["counts"]["techniques.jsonl"] == 391
 
 
-SHARED = REPO.parent / "shared" / "disarm"
-
-
-@pytest.mark.skipif(not SHARED.exists(), reason="../shared/disarm not present")
 def test_import_of_shared_snapshot_reproduces_committed_files(tmp_path):
-    corpus.import_disarm(SHARED, tmp_path)
-    for name in ("examples.jsonl", "techniques.jsonl", "tactics.jsonl", "phases.jsonl", "manifest.json"):
+    corpus.import_disarm(shared("disarm"), tmp_path)
+    names = ("examples.jsonl", "techniques.jsonl", "tactics.jsonl", "phases.jsonl", corpus.DISARM_STIX, "manifest.json")
+    for name in names:
         assert (tmp_path / name).read_bytes() == (REPO / "training_data" / name).read_bytes(), name

@@ -123,9 +123,10 @@ def test_prf_from_counts_example_and_zero_division():
     assert prf_from_counts(0, 0, 3) == PRF(0.0, 0.0, 0.0, 3, 0, 0)
 
 
-def test_prf_is_frozen():
-    with pytest.raises(AttributeError):
-        prf_from_counts(1, 0, 0).tp = 2
+def test_prf_from_counts_is_the_harmonic_mean_of_its_ratios():
+    p = prf_from_counts(3, 1, 5)  # precision 3/4, recall 3/8
+    assert (p.precision, p.recall, p.support, p.predicted, p.tp) == (0.75, 0.375, 8, 4, 3)
+    assert p.f1 == pytest.approx(2 * 0.75 * 0.375 / (0.75 + 0.375))
 
 
 PRED = [{"a", "b"}, {"a"}, {"c"}]

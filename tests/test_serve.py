@@ -332,7 +332,7 @@ class SlowEmbedder(FakeEmbedder):
 def test_concurrent_suggest_requests_share_encoder_batches(data):
     texts = [f"{TEXT} Item {i} was posted on a website." for i in range(8)]
     tagger = make_tagger()
-    expected = {t: render.to_document("", "m", *(lambda a: (a.suggestions, a.warnings))(tagger.suggest_article(t)))
+    expected = {t: render.suggestion_document("", "m", *(lambda a: (a.suggestions, a.warnings))(tagger.suggest_article(t)))
                 for t in texts}  # fmt: skip
     tagger.embedder = SlowEmbedder()
     app = create_app(tagger, model="m", data=data)

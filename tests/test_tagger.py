@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from disarm_tagger import persist, signals
+from disarm_tagger import signals
+from disarm_tagger import tagger as tagger_module
 from disarm_tagger.schema import Example, Technique
-from disarm_tagger.tagger import NotFittedError, Tagger
+from disarm_tagger.tagger import AUTHORED_GRID, DEFAULT_WEIGHTS, NotFittedError, Tagger
 
 TECHNIQUES = [
     Technique("T0001", "Chat Platform", "Messaging apps such as Telegram and WhatsApp.", "TA07", "Channels"),
@@ -63,11 +64,81 @@ def test_unseen_technique_is_reachable_through_its_description(fitted):
     assert ranked.index("T0003.002") < 3
 
 
-def test_fit_tunes_weights_and_threshold_out_of_fold(fitted):
-    assert set(fitted.weights_) == set(signals.SIGNALS) | {"unseen"}
+def test_fit_tunes_on_out_of_fold_signals_and_uses_the_result(fitted, fake_embedder, monkeypatch):
+    seen = {}
+
+    def spy(oof, Y, weights, **kw):
+        seen["oof"], seen["Y"] = oof, Y
+        return weights | {"zs_name": 2.0}
+
+    monkeypatch.setattr(tagger_module, "tune_weights", spy)
+    tagger = Tagger(fake_embedder).fit(_examples(), TECHNIQUES)
+    assert tagger.weights_ == DEFAULT_WEIGHTS | {"zs_name": 2.0}  # tuning's result is what the tagger uses
+    assert len(seen["oof"]) == len(_examples())
+    # T0004 has one passage, in incident I3: out of fold that passage cannot vote for its own label. In fold,
+    # it would be its own nearest neighbour and kNN would give T0004 nearly all its mass.
+    j = tagger.classes_.index("T0004")
+    only = [i for i, ex in enumerate(_examples()) if ex.labels == ("T0004",)]
+    assert only and all(seen["oof"][i][0]["knn"][j] == 0.0 and not seen["oof"][i][1]["knn"][j] for i in only)
+
+
+def test_tune_weights_turns_a_misleading_signal_down():
+    rng = np.random.default_rng(0)
+    Y = np.eye(6)[rng.integers(0, 6, 40)]
+    active = {name: np.ones(6, bool) for name in DEFAULT_WEIGHTS}
+    oof = []
+    for y in Y:
+        signals = {name: rng.random(6) for name in DEFAULT_WEIGHTS}
+        signals["zs_full"] = y + 0.3 * rng.random(6)  # right
+        signals["knn"] = 1.0 - y + 0.3 * rng.random(6)  # wrong: ranks the gold label last
+        oof.append((signals, active))
+    weights = tagger_module.tune_weights(oof, Y, dict(DEFAULT_WEIGHTS), k=10.0)
+    assert weights["knn"] == 0.0 and weights["zs_full"] >= 1.0
+    assert tagger_module.objective(oof, Y, weights, k=10.0) > tagger_module.objective(oof, Y, DEFAULT_WEIGHTS, k=10.0)
+    frozen = tagger_module.tune_weights(oof, Y, dict(DEFAULT_WEIGHTS), k=10.0, frozen=frozenset({"knn"}))
+    assert frozen["knn"] == 1.0
+
+
+def test_threshold_and_calibrated_scores_come_from_out_of_fold_scores(fitted):
     assert 0.0 < fitted.threshold_ <= 1.0
     assert fitted.oof_scores_.shape == fitted.Y_.shape
-    assert set(fitted.cv_metrics_) >= {"p@1", "r@10", "map"}
+    assert set(fitted.cv_metrics_) >= {"p@1", "r@10", "map", "micro_f1_at_threshold"}
+
+
+def test_scores_keep_the_fused_order_without_ties(fitted):
+    scores = fitted.predict_proba(["a messaging channel relayed posts from a website with neural network faces"])[0]
+    top = np.sort(scores)[::-1][:6]
+    assert len(set(np.round(top, 4))) == len(top)
+
+
+def test_state_round_trip_is_exact(fitted, fake_embedder):
+    json_state, arrays = fitted.state()
+    json.dumps(json_state)  # JSON-ready
+    assert all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays.values())
+    again = Tagger.from_state(json.loads(json.dumps(json_state)), arrays, fitted.techniques_, fake_embedder)
+    assert again.get_params() == fitted.get_params()
+    texts = ["a website with a domain", "faces by neural networks"]
+    np.testing.assert_array_equal(again.predict_proba(texts), fitted.predict_proba(texts))
+
+
+def test_get_params_lists_the_constructor_arguments(fake_embedder):
+    tagger = Tagger(fake_embedder, temperature=0.1)
+    assert tagger.get_params()["temperature"] == 0.1 and tagger.get_params()["embedder"] is fake_embedder
+    assert tagger.set_params(rrf_k=5.0).rrf_k == 5.0
+    with pytest.raises(ValueError, match="unknown Tagger parameter"):
+        tagger.set_params(nope=1)
+
+
+def test_authored_passages_are_neighbours_but_never_tuned_on(fake_embedder):
+    authored = [Example(f"W{i}", f"AUTH-{i}", "authored", text, labels, origin="authored") for i, (text, labels)
+                in enumerate([("Card payments collected money from readers.", ("T0004",)),
+                              ("Synthetic video of faces made by neural networks.", ("T0003.002",))])]
+    tagger = Tagger(fake_embedder).fit([*_examples(), *authored], TECHNIQUES)
+    assert tagger.oof_scores_.shape == (len(_examples()), len(TECHNIQUES))  # calibrated on real passages only
+    assert tagger.authored_weight_ in AUTHORED_GRID
+    assert tagger.Y_[:, tagger.classes_.index("T0003.002")].any()  # a label only authored passages carry
+    top = tagger.suggest("a video of synthetic faces", top_k=2)
+    assert top[0].technique_id == "T0003.002"
 
 
 def test_unknown_label_in_training_data_is_an_error(fake_embedder):
@@ -109,47 +180,6 @@ def test_suggest_article_extracts_html(fitted):
     assert article.suggestions[0].technique_id == "T0001"
 
 
-def test_save_load_round_trip(fitted, fake_embedder, tmp_path):
-    meta = persist.save(fitted, tmp_path / "m", provenance={"training_data_sha256": "abc"})
-    on_disk = json.loads((tmp_path / "m" / "meta.json").read_text())
-    assert on_disk == meta
-    assert on_disk["labels"] == list(fitted.classes_)
-    assert on_disk["format_version"] == persist.FORMAT_VERSION
-    assert on_disk["provenance"] == {"training_data_sha256": "abc"}
-    assert on_disk["threshold"] == fitted.threshold_ and on_disk["weights"] == fitted.weights_
-    assert on_disk["embedder"]["dimension"] == fake_embedder.dimension
-    assert set(on_disk["files"]) == {"config.json", "head.joblib", "arrays.npz", "techniques.jsonl", "README.md"}
-    assert "Inner cross-validation" in (tmp_path / "m" / "README.md").read_text()
-    assert set(on_disk["versions"]) >= {"python", "numpy", "scikit-learn"}
-    loaded = persist.load(tmp_path / "m", embedder=fake_embedder)
-    texts = ["a website with a domain", "faces by neural networks"]
-    np.testing.assert_allclose(loaded.predict_proba(texts), fitted.predict_proba(texts), atol=1e-9)
-    assert loaded.suggest(texts[0]) == fitted.suggest(texts[0])
-
-
-def test_tampered_head_is_refused_before_unpickling(fitted, fake_embedder, tmp_path):
-    persist.save(fitted, tmp_path / "m")
-    with open(tmp_path / "m" / "head.joblib", "ab") as fh:
-        fh.write(b"\x00")
-    with pytest.raises(persist.ModelError, match="head.joblib: sha256 does not match"):
-        persist.load(tmp_path / "m", embedder=fake_embedder)
-
-
-def test_label_list_mismatch_is_refused(fitted, fake_embedder, tmp_path):
-    persist.save(fitted, tmp_path / "m")
-    meta_path = tmp_path / "m" / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta["labels"] = meta["labels"][::-1]
-    meta_path.write_text(json.dumps(meta))
-    with pytest.raises(persist.ModelError, match="label list"):
-        persist.load(tmp_path / "m", embedder=fake_embedder)
-
-
-def test_missing_model_folder_is_a_model_error(tmp_path):
-    with pytest.raises(persist.ModelError, match="no such model folder"):
-        persist.load(tmp_path / "nope")
-
-
 def test_public_api_train_save_load(fake_embedder, tmp_path):
     import disarm_tagger
 
@@ -158,3 +188,48 @@ def test_public_api_train_save_load(fake_embedder, tmp_path):
     disarm_tagger.save(model, tmp_path / "m")
     loaded = disarm_tagger.load(tmp_path / "m", embedder=fake_embedder)
     assert loaded.suggest("a messaging channel relayed posts")[0].technique_id == "T0001"
+
+
+def test_numpy_tfidf_matches_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from disarm_tagger import lexical
+
+    corpus = [t.summary + " " + t.name for t in TECHNIQUES] + [e.text for e in _examples()]
+    rows = [f"{t.name}. {t.summary}" for t in TECHNIQUES]
+    query = "Operators ran a messaging channel; readers paid with card payments. Payments, payments!"
+    ours = lexical.Tfidf.fit("words", corpus).index(rows)
+    sk = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2)).fit(corpus)
+    expected = (sk.transform([query]) @ sk.transform(rows).T).toarray()[0]
+    np.testing.assert_allclose(ours.similarity(query), expected, atol=1e-12)
+    names = [t.name for t in TECHNIQUES]
+    ours_names = lexical.Tfidf.fit("names", names).index(names)
+    sk_names = TfidfVectorizer(analyzer=signals.name_analyzer, sublinear_tf=True).fit(names)
+    expected = (sk_names.transform([query]) @ sk_names.transform(names).T).toarray()[0]
+    np.testing.assert_allclose(ours_names.similarity(query), expected, atol=1e-12)
+    assert not ours.similarity("zzz qqq").any()  # no known term: all zero, no division by zero
+
+
+def test_one_article_pipeline_for_suggest_batch_and_annotate(fitted, tmp_path):
+    from disarm_tagger import annotate, batch, corpus, text
+
+    raw = ("<html><head><title>Channel network</title></head><body><nav><a href='/'>Home</a></nav><article>"
+           "<p>A messaging channel relayed the posts to subscribers.</p><p>Readers paid with card payments."
+           "</p></article></body></html>")  # fmt: skip
+    doc = text.prepare(raw)
+    article = fitted.suggest_article(raw, top_k=3)
+    assert (article.title, article.text, article.warnings) == (doc.title, doc.text, doc.warnings)
+    for s in article.suggestions:
+        assert all(doc.text[e.start:e.end] == e.text and (e.start, e.end) in {(u.start, u.end) for u in doc.units}
+                   for e in s.evidence)  # evidence is one of the document's own units
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": raw}) + "\n")
+    batch.run_batch(source, tmp_path / "out.jsonl", tagger=fitted, top_k=3)
+    record = json.loads((tmp_path / "out.jsonl").read_text())
+    assert [s["technique_id"] for s in record["suggestions"]] == [s.technique_id for s in article.suggestions]
+    assert [s["evidence"] for s in record["suggestions"]] == [
+        [{"text": e.text, "start": e.start, "end": e.end} for e in s.evidence] for s in article.suggestions]
+    data = tmp_path / "td"
+    data.mkdir()
+    corpus.write_jsonl(data / corpus.TECHNIQUES, TECHNIQUES)
+    assert annotate.annotate(raw, "T0001", data=data).example.text == doc.text

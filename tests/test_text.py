@@ -63,13 +63,13 @@ RUSSIAN = ("Боты распространяли ложные новости. �
 
 
 def assert_offsets(doc: Document) -> None:
-    for span in doc.sentences + doc.chunks:
+    for span in doc.sentences + doc.units:
         assert doc.text[span.start:span.end] == span.text
         assert span.text and span.text == span.text.strip()
 
 
-def covered(span: Span, chunks: tuple[Span, ...] | list[Span]) -> bool:
-    return any(c.start <= span.start and span.end <= c.end for c in chunks)
+def units_of(span: Span, units: tuple[Span, ...] | list[Span]) -> list[Span]:
+    return [u for u in units if span.start <= u.start and u.end <= span.end]
 
 
 # ------------------------------------------------------------------ decode_bytes / read_path
@@ -226,7 +226,7 @@ def test_plain_text_kept_and_paragraphs_survive():
     assert text == "First paragraph here.\n\nSecond paragraph, snake_case_name."
 
 
-# ------------------------------------------------------------------ sentences and chunks
+# ------------------------------------------------------------------ sentences and units
 def test_sentences_have_exact_offsets_and_respect_lines():
     text = "Bots posted first.  People shared it!\n\nA line without a stop\nLast one? Yes."
     sentences = T.split_sentences(text)
@@ -235,18 +235,28 @@ def test_sentences_have_exact_offsets_and_respect_lines():
     assert all(text[s.start:s.end] == s.text for s in sentences)
 
 
-def test_long_text_gives_many_chunks_without_truncation():
+def test_long_text_units_are_its_sentences_without_truncation():
     sentences = [f"Account number {i} reposted the same claim about the election at {i} o'clock."
                  for i in range(300)]
     raw = "\n\n".join(" ".join(sentences[i:i + 10]) for i in range(0, 300, 10))
     doc = T.prepare(raw, max_tokens=120)
     assert_offsets(doc)
     assert len(doc.sentences) == 300
-    assert len(doc.chunks) >= 30
-    assert all(covered(s, doc.chunks) for s in doc.sentences)
-    assert all(T.estimate_tokens(c.text) <= 120 for c in doc.chunks)
-    assert " ".join(c.text for c in doc.chunks).split() == doc.text.split()  # nothing dropped
-    assert all(a.end <= b.start for a, b in zip(doc.chunks, doc.chunks[1:]))
+    assert doc.units == doc.sentences  # every sentence fits: units are the sentences themselves
+    assert " ".join(u.text for u in doc.units).split() == doc.text.split()  # nothing dropped
+
+
+def test_only_the_over_long_sentence_is_cut():
+    long = " ".join(f"word{i}" for i in range(60)) + "."
+    text = f"Short one. {long} Short two."
+    doc = T.segment(text, max_tokens=30)
+    assert_offsets(doc)
+    short_one, middle, short_two = doc.sentences
+    assert doc.units[0] == short_one and doc.units[-1] == short_two
+    pieces = units_of(middle, doc.units)
+    assert len(pieces) >= 3 and all(T.estimate_tokens(u.text) <= 30 for u in pieces)
+    assert len(doc.units) == len(pieces) + 2
+    assert " ".join(u.text for u in pieces).split() == middle.text.split()
 
 
 def test_giant_sentence_is_split():
@@ -255,27 +265,17 @@ def test_giant_sentence_is_split():
     sentences = T.split_sentences(text)
     assert len(sentences) > 1 and all(len(s.text) <= T.MAX_SENTENCE_CHARS for s in sentences)
     assert " ".join(s.text for s in sentences).split() == words
-    chunks = T.chunk_sentences(sentences, text, max_tokens=50)
-    assert all(T.estimate_tokens(c.text) <= 50 for c in chunks)
-    assert " ".join(c.text for c in chunks).split() == words
-
-
-def test_oversized_sentence_gets_its_own_chunks():
-    text = "Short one. " + " ".join(["many"] * 40) + ". Short two."
-    sentences = T.split_sentences(text)
-    chunks = T.chunk_sentences(sentences, text, max_tokens=10, count_tokens=lambda s: len(s.split()))
-    assert chunks[0].text == "Short one."
-    assert chunks[-1].text == "Short two."
-    assert all(len(c.text.split()) <= 10 for c in chunks)
-    assert " ".join(c.text for c in chunks).split() == text.split()
+    units = T.units(sentences, text, max_tokens=50)
+    assert all(T.estimate_tokens(u.text) <= 50 for u in units)
+    assert " ".join(u.text for u in units).split() == words
 
 
 @pytest.mark.parametrize("letter", ["あ", "한"])  # one token per kana, three per Hangul syllable
 def test_word_without_spaces_is_cut(letter):
     text = letter * 700
-    chunks = T.chunk_sentences(T.split_sentences(text), text, max_tokens=100)
-    assert len(chunks) >= 7 and all(T.estimate_tokens(c.text) <= 100 for c in chunks)
-    assert "".join(c.text for c in chunks) == text
+    units = T.units(T.split_sentences(text), text, max_tokens=100)
+    assert len(units) >= 7 and all(T.estimate_tokens(u.text) <= 100 for u in units)
+    assert "".join(u.text for u in units) == text
 
 
 @pytest.mark.parametrize(
@@ -295,9 +295,9 @@ def test_estimate_is_conservative_but_not_wasteful(sentence, minilm_tokens):
     assert minilm_tokens <= T.estimate_tokens(sentence) <= 2 * minilm_tokens
 
 
-def test_chunk_sentences_rejects_bad_limit():
+def test_units_rejects_bad_limit():
     with pytest.raises(ValueError):
-        T.chunk_sentences([], "", max_tokens=0)
+        T.units([], "", max_tokens=0)
 
 
 # ------------------------------------------------------------------ language and prepare
@@ -305,7 +305,8 @@ def test_chunk_sentences_rejects_bad_limit():
 def test_non_english_warns_but_still_splits(raw, code, n_sentences):
     doc = T.prepare(raw)
     assert_offsets(doc)
-    assert doc.warnings == (f"text looks non-English ({code}); suggestions are best effort",)
+    assert doc.warnings == (f"text looks non-English ({code}); the model is English-only, suggestions are best "
+                            "effort",)
     assert len(doc.sentences) == n_sentences
 
 
@@ -322,7 +323,7 @@ def test_prepare_html_document():
     assert_offsets(doc)
     assert doc.title == "Sockpuppets flood a city forum" and doc.warnings == ()
     assert [s.text for s in doc.sentences][-1] == "They removed 42 accounts & locked the thread."
-    assert all(covered(s, doc.chunks) for s in doc.sentences)
+    assert all(units_of(s, doc.units) for s in doc.sentences)
 
 
 @settings(max_examples=200, deadline=None)
@@ -334,18 +335,18 @@ def test_prepare_offsets_property(raw):
         return
     assert_offsets(doc)
     visible = [i for i, ch in enumerate(doc.text) if not ch.isspace()]
-    assert [i for c in doc.chunks for i in range(c.start, c.end) if not doc.text[i].isspace()] == visible
-    assert all(T.estimate_tokens(c.text) <= 20 for c in doc.chunks)
+    assert [i for u in doc.units for i in range(u.start, u.end) if not doc.text[i].isspace()] == visible
+    assert all(T.estimate_tokens(u.text) <= 20 for u in doc.units)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet=st.sampled_from("ab .!?\n\t。é한"), max_size=300), st.integers(3, 30))
-def test_sentences_and_chunks_cover_every_character(text, max_tokens):
+def test_sentences_and_units_cover_every_character(text, max_tokens):
     sentences = T.split_sentences(text)
-    chunks = T.chunk_sentences(sentences, text, max_tokens=max_tokens)
-    assert all(text[s.start:s.end] == s.text for s in sentences + chunks)
+    units = T.units(sentences, text, max_tokens=max_tokens)
+    assert all(text[s.start:s.end] == s.text for s in sentences + units)
     assert all(a.end <= b.start for a, b in zip(sentences, sentences[1:]))
     visible = [i for i, ch in enumerate(text) if not ch.isspace()]
     assert [i for s in sentences for i in range(s.start, s.end) if not text[i].isspace()] == visible
-    assert [i for c in chunks for i in range(c.start, c.end) if not text[i].isspace()] == visible
-    assert all(T.estimate_tokens(c.text) <= max_tokens for c in chunks)
+    assert [i for u in units for i in range(u.start, u.end) if not text[i].isspace()] == visible
+    assert all(T.estimate_tokens(u.text) <= max_tokens for u in units)

@@ -14,7 +14,8 @@ Imports are lazy so that ``import disarm_tagger`` stays cheap.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
+
 __all__ = ["Tagger", "load", "save", "train", "__version__"]
 
 

@@ -65,6 +65,16 @@ def check_labels(labels: tuple[str, ...], techniques: list[Technique], where: st
         raise AnnotationError(f"unknown technique id(s): {listing} (not one of the {len(known)} in {where})")
 
 
+def login_name() -> str:
+    """The login name to record as annotator, or "" where there is none (a bare container)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
+
+
 def text_id(article_text: str) -> str:
     """``LOCAL-`` and the first 8 hex digits of the text's sha256."""
     return "LOCAL-" + hashlib.sha256(article_text.encode("utf-8")).hexdigest()[:8]
@@ -87,7 +97,8 @@ def annotate(
     wanted = parse_labels(labels)
     catalogue = data / corpus.TECHNIQUES
     check_labels(wanted, corpus.read_jsonl(catalogue, Technique), str(catalogue))
-    title, article = text.extract_text(raw)
+    doc = text.prepare(raw)  # the text suggest and serve score: the same extraction
+    title, article = doc.title, doc.text
     ex_id = text_id(article)
     example = Example(
         id=ex_id,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .metrics import precision_recall_curve_points
-from .schema import Example, Technique
+from .schema import Example, Row, Technique
 
 PRIOR = "prior (most frequent)"
 TFIDF = "tf-idf + logistic regression"
@@ -26,7 +26,6 @@ DESCRIPTIONS = {
 LR_C = 10.0
 INNER_FOLDS = 5
 
-Row = tuple[tuple[str, ...], tuple[float, ...], tuple[str, ...]]
 
 
 def _ranked(labels: Sequence[str], score: Mapping[str, float]) -> tuple[tuple[str, ...], tuple[float, ...]]:

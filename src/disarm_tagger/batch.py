@@ -28,7 +28,7 @@ __all__ = ["BacklogError", "BatchError", "LockedError", "Item", "Summary", "Outp
            "read_inputs", "run_batch", "tag_items"]
 
 CSV_COLUMNS = ("id", "source", "rank", "technique_id", "name", "tactic_id", "tactic", "score", "evidence", "error")
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv")  # record formats; the export formats (formats.EXPORT_FORMATS) are written from jsonl
 MAX_BATCH_CHARS = 4_000_000  # a micro-batch also ends when its documents hold this much text
 
 
@@ -324,6 +324,28 @@ def tag_items(items: Iterable[Item], out: Path, *, tagger=None, load_tagger=None
     if progress:
         progress(summary)
     return summary
+
+
+# ---------------------------------------------------------------- exports of a finished run
+def records_path(out: Path, fmt: str) -> Path:
+    """Where a run's resumable records go: OUT itself for jsonl/csv, OUT.records.jsonl for an export format."""
+    from .formats import EXPORT_FORMATS
+
+    return out.with_name(out.name + ".records.jsonl") if fmt in EXPORT_FORMATS else out
+
+
+def write_export(records: Path, out: Path, fmt: str, techniques_by_id, *, name: str, min_score: float = 0.0,
+                 disarm_objects=None) -> list[str]:  # fmt: skip
+    """Write the export of a finished run's records to ``out`` atomically (a temporary file, then a rename);
+    return its warnings (what the consumer will not get)."""
+    from .formats import export_batch
+
+    result = export_batch(records, fmt, techniques_by_id, name=name, min_score=min_score,
+                          disarm_objects=disarm_objects)  # fmt: skip
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(result.text, encoding="utf-8")
+    os.replace(tmp, out)
+    return result.warnings
 
 
 def _record_header() -> bytes:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from . import text as textmod
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
 REFERENCE = "torch"
 
 
@@ -49,14 +48,9 @@ def write_backlog(path: Path, n: int, seed: int = 0, *, data: Path = Path("train
 
 def _unit_batches(texts: Sequence[str], batch_size: int) -> list[list[str]]:
     """The texts the pipeline embeds, grouped as it groups them: one encoder call per micro-batch."""
-    from .tagger import units
-
     batches = []
     for start in range(0, len(texts), batch_size):
-        batch = []
-        for raw in texts[start : start + batch_size]:
-            batch += [s.text for s in units(textmod.extract_text(raw)[1])]
-        batches.append(batch)
+        batches.append([u.text for raw in texts[start : start + batch_size] for u in textmod.prepare(raw).units])
     return batches
 
 
@@ -94,7 +88,7 @@ def benchmark(tagger, *, docs: int = 300, seed: int = 0, data: Path = Path("trai
     backlog = list(synthetic_backlog(docs, seed, data=data))
     passages = [e.text for e in load_corpus(Path(data), include_local=False).examples]
     batches = _unit_batches([d["text"] for d in backlog], batch_size)
-    embedder = tagger._embedder()
+    embedder = tagger.embedder_
     backend = getattr(embedder, "backend", "custom")
     tagger.suggest_articles([d["text"] for d in backlog[:2]])  # warm up: model, ONNX session, spaCy, imports
     before = _encode_seconds(embedder, batches)  # encoder, pipeline, encoder: a shared machine drifts
@@ -126,23 +120,55 @@ def compare_backends(tagger, load_backend: Callable[[str], object], batches: lis
                      passages: Sequence[str], *, docs: int) -> dict:  # fmt: skip
     """Per backend: encoder seconds and docs/s over ``batches``, speed-up over torch, and the top-10 overlap
     of its suggestions with torch's on ``passages``. A backend that cannot load gets {"error": ...}."""
-    own = getattr(tagger._embedder(), "backend", None)
+    from .embed import PACKAGED_BACKENDS
+
+    own = getattr(tagger.embedder_, "backend", None)
     rows: dict[str, dict] = {}
     rankings: dict[str, list] = {}
-    for name in BACKENDS:
+    timings: dict[str, float] = {}
+    for name in PACKAGED_BACKENDS:
         try:
             candidate = tagger if name == own else load_backend(name)
-            candidate._embedder().encode(["warm up"])
+            candidate.embedder_.encode(["warm up"])
         except Exception as err:  # noqa: BLE001 - reported in the table, the others still run
             rows[name] = {"error": f"{type(err).__name__}: {err}"}
             continue
-        seconds = _encode_seconds(candidate._embedder(), batches)
+        seconds = max(_encode_seconds(candidate.embedder_, batches), 1e-9)
         rows[name] = {"seconds": round(seconds, 3), "docs_per_s": round(docs / seconds, 2)}
+        timings[name] = seconds
         rankings[name] = _top10(candidate, passages)
-    reference = rows.get(REFERENCE, {})
     for name, row in rows.items():
-        if "seconds" in reference and "seconds" in row:
-            row["speedup_vs_torch"] = round(reference["seconds"] / row["seconds"], 2)
+        if REFERENCE in timings and name in timings:
+            row["speedup_vs_torch"] = round(timings[REFERENCE] / timings[name], 2)
         if REFERENCE in rankings and name in rankings:
             row["top10_overlap_vs_torch"] = round(overlap_at_10(rankings[REFERENCE], rankings[name]), 3)
     return rows
+
+
+def suggest_timing(article: Path, folder: Path, tagger, *, backend: str | None = None, cold_runs: int = 3,
+                   warm_runs: int = 5) -> dict:  # fmt: skip
+    """What an analyst waits for: the whole `disarm-tagger suggest ARTICLE` process (cold: imports, model
+    load, encoder session, extraction, scoring), ``cold_runs`` times, and ``tagger.suggest_article`` on an
+    already loaded model (warm, after one untimed call), ``warm_runs`` times. Medians and every run."""
+    import statistics
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "disarm_tagger", "suggest", str(article), "--format", "json", "--model",
+               str(folder), *(["--backend", backend] if backend else [])]  # fmt: skip
+    cold = []
+    for _ in range(cold_runs):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        cold.append(time.perf_counter() - started)
+    raw = textmod.read_path(Path(article))
+    tagger.suggest_article(raw)
+    warm = []
+    for _ in range(warm_runs):
+        started = time.perf_counter()
+        tagger.suggest_article(raw)
+        warm.append(time.perf_counter() - started)
+    return {"article": str(article), "backend": getattr(tagger.embedder_, "backend", "custom"),
+            "load_average": round(os.getloadavg()[0], 2),
+            "cold_seconds": {"median": round(statistics.median(cold), 3), "runs": [round(x, 3) for x in cold]},
+            "warm_seconds": {"median": round(statistics.median(warm), 4), "runs": [round(x, 4) for x in warm]}}

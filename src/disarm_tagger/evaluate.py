@@ -8,7 +8,6 @@ calibration and threshold search are nested inside that fit. The functions here 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from . import baselines
-from .schema import Example, Technique
-from .scoring import OURS, headline, intervals, margin, summarise
-from .tagger import DEFAULT_WEIGHTS, Tagger
+from .schema import Example, Prediction, Row, Technique
+from .summaries import OURS, headline, intervals, margin, summarise
+from .tagger import DEFAULT_WEIGHTS, Tagger, check_is_fitted
 
 Progress = Callable[[int, int, str], None]  # (steps done, total steps, what was just done)
-Row = tuple[tuple[str, ...], tuple[float, ...], tuple[str, ...]]  # ranked labels, their scores, predicted set
 UNTUNED = "all signals, default weights (untuned)"
 REFERENCE = "ours (tuned)"
 
@@ -37,26 +35,10 @@ class Fold:
     test: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One method's output for one held-out passage. ``ranked`` holds every label, best first, as users
-    see it; ``scores`` is aligned with ``ranked``; ``predicted`` are the labels at or above the threshold."""
-
-    method: str
-    fold: int
-    example_id: str
-    incident_id: str
-    gold: tuple[str, ...]
-    ranked: tuple[str, ...]
-    scores: tuple[float, ...]
-    predicted: tuple[str, ...]
-    seen: frozenset[str] = field(repr=False)  # labels with a training example in this fold
-
-
 @dataclass
 class EvalReport:
     config: dict
-    methods: dict[str, dict]  # method -> scoring.summarise() output (+ "intervals"), on the main split
+    methods: dict[str, dict]  # method -> summaries.summarise() output (+ "intervals"), on the main split
     margins: dict[str, dict]  # baseline -> headline metric -> {"margin", "interval"}
     ablations: dict | None
     predictions: list[Prediction]  # every method, main split
@@ -105,13 +87,16 @@ def tagger_rows(tagger: Tagger, texts: Sequence[str]) -> list[Row]:
     return rows
 
 
-def tagger_method(embedder, **params) -> Callable:
-    """A fit-and-predict function (see baselines.py) for a Tagger built with ``params``."""
+def tagger_method(embedder, *, authored: Sequence[Example] = (), **params) -> Callable:
+    """A fit-and-predict function (see baselines.py) for a Tagger built with ``params``, trained on the
+    fold's training passages plus ``authored`` (which are never test passages)."""
 
     def run(train: Sequence[Example], texts: Sequence[str], techniques: Sequence[Technique]):
-        tagger = Tagger(embedder, **params).fit(train, techniques)
+        tagger = Tagger(embedder, **params).fit([*train, *authored], techniques)
         weights = {k: float(v) for k, v in tagger.weights_.items()}
-        return tagger_rows(tagger, texts), {"threshold": float(tagger.threshold_), "weights": weights}
+        info = {"threshold": float(tagger.threshold_), "weights": weights,
+                "authored_weight": float(tagger.authored_weight_)}  # fmt: skip
+        return tagger_rows(tagger, texts), info
 
     return run
 
@@ -129,10 +114,9 @@ def ablation_variants(embedder, params: dict) -> dict[str, Callable]:
     return out
 
 
-def constructor_args(tagger: Tagger) -> dict:
-    """A Tagger's constructor arguments as set on it (everything but the embedder)."""
-    names = [n for n in inspect.signature(type(tagger).__init__).parameters if n not in ("self", "embedder")]
-    return {n: getattr(tagger, n) for n in names}
+def params_of(tagger: Tagger) -> dict:
+    """A Tagger's parameters as the report records them (everything but the embedder)."""
+    return {k: v for k, v in tagger.get_params().items() if k != "embedder"}
 
 
 # ------------------------------------------------------------------------------------------ cross-validation
@@ -146,7 +130,7 @@ def cross_validate(examples: Sequence[Example], techniques: Sequence[Technique],
         train, test = [examples[i] for i in fold.train], [examples[i] for i in fold.test]
         if {e.incident_id for e in train} & {e.incident_id for e in test}:  # what every number relies on
             raise AssertionError(f"fold {fold.index}: an incident is on both sides of the split")
-        seen = frozenset(lab for e in train for lab in e.labels)
+        seen = frozenset(lab for e in train for lab in e.labels)  # real passages only: authored never count
         info = {"fold": fold.index, "test_incidents": sorted({e.incident_id for e in test}),
                 "n_train": len(train), "n_test": len(test)}  # fmt: skip
         for name, method in methods.items():
@@ -197,12 +181,14 @@ def _ablate(examples, techniques, embedder, params: dict, folds: list[Fold], tun
 
 
 def evaluate(examples: Sequence[Example], techniques: Sequence[Technique], *, embedder,
-             n_folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
+             authored: Sequence[Example] = (), n_folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
              tagger_params: dict | None = None, n_resamples: int = 1000,
              progress: Progress | None = None) -> EvalReport:  # fmt: skip
     """Cross-validate our tagger and the baselines by incident; optionally ablate each signal.
 
-    ``n_folds=None`` is leave-one-incident-out. Ablations run on a GroupKFold split of ``ablation_folds``
+    ``examples`` are the real passages (DISARM, local annotations) that folds split by incident; ``authored``
+    passages join every training fold and are never tested on. ``n_folds=None`` is leave-one-incident-out.
+    Ablations run on a GroupKFold split of ``ablation_folds``
     (capped at the number of incidents) because they multiply the cost by the number of signals.
     """
     params = dict(tagger_params or {})
@@ -214,20 +200,22 @@ def evaluate(examples: Sequence[Example], techniques: Sequence[Technique], *, em
     abl_folds = incident_folds(examples, n_folds=k_abl) if ablations else []
     reuse = bool(abl_folds) and folds == abl_folds
     total = len(folds) + len(abl_folds) * (len(DEFAULT_WEIGHTS) + 1 + (0 if reuse else 1))
-    methods = {OURS: tagger_method(embedder, **params), baselines.PRIOR: baselines.prior_method,
+    method_params = params | {"authored": tuple(authored)}
+    methods = {OURS: tagger_method(embedder, **method_params), baselines.PRIOR: baselines.prior_method,
                baselines.TFIDF: baselines.tfidf_logreg_method}  # fmt: skip
     predictions, infos = cross_validate(examples, techniques, methods, folds, progress=progress, total=total,
                                         stage="cv fold")  # fmt: skip
     ablation = None
     if ablations:
         tuned = [p for p in predictions if p.method == OURS] if reuse else None
-        rows = _ablate(examples, techniques, embedder, params, abl_folds, tuned, step=len(folds),
+        rows = _ablate(examples, techniques, embedder, method_params, abl_folds, tuned, step=len(folds),
                        total=total, progress=progress)  # fmt: skip
         ablation = {"split": describe_split(k_abl, n_incidents), "reference": REFERENCE, "rows": rows}
     config = {"mode": "cross-validation", "split": describe_split(n_folds, n_incidents), "folds": len(folds),
               "ablation_folds": k_abl if ablations else None, "n_examples": len(examples),
+              "n_authored": len(authored),
               "n_incidents": n_incidents, "n_techniques": len(techniques),
-              "tagger_params": constructor_args(Tagger(None, **params)),
+              "tagger_params": params_of(Tagger(None, **params)),
               "embedder": getattr(embedder, "name", type(embedder).__name__),
               "bootstrap_resamples": n_resamples, "baselines": baselines.DESCRIPTIONS,
               "by_origin": by_origin(examples, predictions, techniques)}  # fmt: skip
@@ -247,17 +235,18 @@ def by_origin(examples: Sequence[Example], predictions: Sequence[Prediction], te
 
 def evaluate_model(tagger: Tagger, examples: Sequence[Example], *, n_resamples: int = 1000,
                    progress: Progress | None = None) -> EvalReport:  # fmt: skip
-    """Score a fitted tagger on a labelled set (no refitting). Seen labels are those with at least one
-    training example in the model (its ``Y_`` column sums); the prior baseline uses the same counts.
+    """Score a fitted tagger on a labelled set (no refitting). Seen labels are those with at least one real
+    (not authored) training example in the model; the prior baseline uses the same counts.
     The TF-IDF baseline needs training passages, which a model folder does not keep: it is left out."""
-    tagger._check()
+    check_is_fitted(tagger)
     if not any(e.labels for e in examples):
         raise EvalError("the test set holds no labelled passages")
-    counts = dict(zip(tagger.classes_, tagger.Y_.sum(axis=0).tolist()))
+    real = tagger.Y_[~tagger.authored_]  # authored passages never make a label "seen"
+    counts = dict(zip(tagger.classes_, real.sum(axis=0).tolist()))
     seen = frozenset(c for c, n in counts.items() if n > 0)
-    median = float(np.median(tagger.Y_.sum(axis=1)))
+    median = float(np.median(real.sum(axis=1)))
     runs = {OURS: tagger_rows(tagger, [e.text for e in examples]),
-            baselines.PRIOR: baselines.prior_rows(counts, median, len(tagger.Y_), len(examples))}  # fmt: skip
+            baselines.PRIOR: baselines.prior_rows(counts, median, len(real), len(examples))}  # fmt: skip
     predictions = [Prediction(method, 0, ex.id, ex.incident_id, tuple(ex.labels), *row, seen)
                    for method, rows in runs.items() for ex, row in zip(examples, rows)]  # fmt: skip
     if progress:
@@ -268,8 +257,7 @@ def evaluate_model(tagger: Tagger, examples: Sequence[Example], *, n_resamples: 
     config = {"mode": "held-out test set", "split": "none (a trained model scored on a test file)",
               "folds": 1, "ablation_folds": None, "n_examples": len(examples),
               "n_incidents": len({e.incident_id for e in examples}), "n_techniques": len(tagger.classes_),
-              "tagger_params": constructor_args(tagger) | {"weights_": tagger.weights_,
-                                                           "threshold_": tagger.threshold_},
+              "tagger_params": params_of(tagger) | {"weights_": tagger.weights_, "threshold_": tagger.threshold_},
               "embedder": meta.get("embedder", {}).get("name", getattr(tagger.embedder, "name", "unknown")),
               "bootstrap_resamples": n_resamples,
               "baselines": {baselines.PRIOR: baselines.DESCRIPTIONS[baselines.PRIOR]},

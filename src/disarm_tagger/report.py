@@ -11,9 +11,9 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import __version__
+from .version import __version__
 from .evaluate import EvalReport
-from .scoring import OURS
+from .summaries import OURS
 
 METRICS, REPORT = "metrics.json", "report.md"
 PLOTS = {"r_at_k": "recall_at_k.png", "pr": "precision_recall.png", "tactic": "tactic_recall_at_10.png"}

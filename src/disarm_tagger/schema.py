@@ -51,7 +51,7 @@ class Example:
     text: str
     labels: tuple[str, ...]
     source_url: str = ""
-    origin: str = "disarm"  # "disarm" for imported passages, "local" for analyst annotations
+    origin: str = "disarm"  # "disarm" imported, "local" an analyst's annotation, "authored" written from definitions
     annotated_at: str = ""
     annotator: str = ""
 
@@ -72,6 +72,35 @@ class Suggestion:
     tactic: str
     score: float
     evidence: tuple[Evidence, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Article:
+    """One input's extracted text and its suggestions (evidence offsets refer to ``text``)."""
+
+    title: str
+    text: str
+    warnings: tuple[str, ...]
+    suggestions: tuple[Suggestion, ...]
+
+
+Row = tuple[tuple[str, ...], tuple[float, ...], tuple[str, ...]]  # ranked labels, their scores, predicted set
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One method's output for one held-out passage. ``ranked`` holds every label, best first, as users
+    see it; ``scores`` is aligned with ``ranked``; ``predicted`` are the labels at or above the threshold."""
+
+    method: str
+    fold: int
+    example_id: str
+    incident_id: str
+    gold: tuple[str, ...]
+    ranked: tuple[str, ...]
+    scores: tuple[float, ...]
+    predicted: tuple[str, ...]
+    seen: frozenset[str] = field(repr=False)  # labels with a real (not authored) training example in this fold
 
 
 def to_dict(record: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 SIGNALS = ("knn", "ridge", "cooc", "zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon", "prior")
 SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # only labels seen in training take part
+ZERO_SHOT = ("zs_name", "zs_full")  # similarity to technique names / names + summaries, column-normalised
 
 
 def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
@@ -36,37 +37,36 @@ def example_similarity(Q: np.ndarray, U: np.ndarray, starts: np.ndarray, q_doc: 
     return 0.5 * top_mean(best, 3) + 0.5 * (E_doc @ q_doc)
 
 
-def knn_scores(sim: np.ndarray, Y: np.ndarray, pool: np.ndarray, *, temperature: float) -> np.ndarray:
-    """Softmax-weighted vote of the pool's examples for each label.
+def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperature: float) -> np.ndarray:
+    """Softmax-weighted vote of the training examples for each label; ``weight`` scales each example's
+    vote (0 leaves it out of the pool, e.g. the held-out incident).
 
     >>> y = np.array([[1, 0], [0, 1]])
-    >>> knn_scores(np.array([0.9, 0.1]), y, np.array([True, True]), temperature=0.1).round(4).tolist()
+    >>> knn_scores(np.array([0.9, 0.1]), y, np.array([1.0, 1.0]), temperature=0.1).round(4).tolist()
     [0.9997, 0.0003]
+    >>> knn_scores(np.array([0.9, 0.1]), y, np.array([0.0, 1.0]), temperature=0.1).tolist()
+    [0.0, 1.0]
     """
+    pool = weight > 0
     if not pool.any():
         return np.zeros(Y.shape[1])
     s = sim[pool] / temperature
-    w = np.exp(s - s.max())
+    w = np.exp(s - s.max()) * weight[pool]
     return (w / w.sum()) @ Y[pool]
 
 
-def cooccurrence_matrix(Y: np.ndarray) -> np.ndarray:
-    """[j, l] = P(label l | label j) over the examples in Y.
+def cooccurrence(knn: np.ndarray, Y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j), with P estimated over the
+    (weighted) training examples. Computed without forming the label x label matrix.
 
-    >>> cooccurrence_matrix(np.array([[1, 1], [0, 1]])).tolist()
-    [[1.0, 1.0], [0.5, 1.0]]
-    """
-    counts = Y.T @ Y
-    return counts / np.maximum(np.diag(counts)[:, None], 1.0)
-
-
-def cooccurrence(knn: np.ndarray, conditional: np.ndarray) -> np.ndarray:
-    """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j).
-
-    >>> cooccurrence(np.array([1.0, 0.0]), cooccurrence_matrix(np.array([[1, 1], [0, 1]]))).tolist()
+    >>> cooccurrence(np.array([1.0, 0.0]), np.array([[1, 1], [0, 1]]), np.array([1.0, 1.0])).tolist()
     [1.0, 1.0]
+    >>> cooccurrence(np.array([0.0, 1.0]), np.array([[1, 1], [0, 1]]), np.array([1.0, 1.0])).tolist()
+    [0.5, 1.0]
     """
-    return knn @ conditional
+    counts = weight @ Y
+    per_example = weight * (Y @ (knn / np.where(counts > 0, counts, 1.0)))
+    return per_example @ Y
 
 
 _STOP = frozenset("the and for with that this from are was were use using used into their its".split())
@@ -92,8 +92,10 @@ def name_analyzer(text: str) -> list[str]:
     return words + [f"{a} {b}" for a, b in zip(words, words[1:])]
 
 
-def ridge_weights(X: np.ndarray, Y: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
-    """Closed-form multi-output ridge regression X -> Y (no intercept; X rows are unit vectors).
+def ridge_weights(X: np.ndarray, Y: np.ndarray, *, alpha: float = 1.0,
+                  sample_weight: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """Closed-form multi-output ridge regression X -> Y (no intercept; X rows are unit vectors), each row
+    weighted by ``sample_weight``.
 
     With fewer examples than dimensions the dual form X.T (X X.T + alpha I)^-1 Y gives the same weights
     from an n x n solve instead of a d x d one.
@@ -103,10 +105,33 @@ def ridge_weights(X: np.ndarray, Y: np.ndarray, *, alpha: float = 1.0) -> np.nda
     >>> bool(np.allclose(ridge_weights(X, Y), primal))
     True
     """
+    root = np.sqrt(sample_weight)[:, None] if sample_weight is not None else 1.0
+    X, Y = np.asarray(X, float) * root, np.asarray(Y, float) * root
     n, d = X.shape
     if n < d:
         return X.T @ np.linalg.solve(X @ X.T + alpha * np.eye(n), Y)
     return np.linalg.solve(X.T @ X + alpha * np.eye(d), X.T @ Y)
+
+
+def ridge_leave_one_group_out(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, held_out, *, alpha: float = 1.0,
+                              sample_weight: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Ridge weights fitted without each group in ``held_out``: {group: W}. The Gram matrices of the whole
+    set are computed once and each group's own part subtracted, so each group costs one d x d solve.
+
+    >>> rng = np.random.default_rng(1); X = rng.standard_normal((12, 3)); Y = rng.standard_normal((12, 2))
+    >>> g = np.array(list("aabbccddeeff"))
+    >>> bool(np.allclose(ridge_leave_one_group_out(X, Y, g, ["b"])["b"], ridge_weights(X[g != "b"], Y[g != "b"])))
+    True
+    """
+    w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, float)
+    X, Y = np.asarray(X, float), np.asarray(Y, float)
+    gram, cross = X.T @ (w[:, None] * X), X.T @ (w[:, None] * Y)
+    out = {}
+    for group in dict.fromkeys(held_out):
+        m = groups == group
+        Xg, wg = X[m], w[m][:, None]
+        out[group] = np.linalg.solve(gram - Xg.T @ (wg * Xg) + alpha * np.eye(X.shape[1]), cross - Xg.T @ (wg * Y[m]))
+    return out
 
 
 def zero_shot(Q: np.ndarray, T: np.ndarray, k: int = 3) -> np.ndarray:

@@ -1,40 +1,46 @@
 """The estimator: fit on labelled passages, score every DISARM technique for new text, suggest with evidence.
 
-``Tagger`` follows scikit-learn's contract: ``__init__`` stores arguments, ``fit`` returns self, learned
-state ends in ``_``, and ``classes_`` fixes the column order of every score matrix.
+``Tagger`` follows scikit-learn's contract: ``__init__`` stores arguments (``get_params``), ``fit`` returns
+self, learned state ends in ``_`` and is listed once (``state``/``from_state``), and ``classes_`` fixes the
+column order of every score matrix.
 
-Fitting computes, for every training passage, its signals with its own incident held out (leave one
-incident out inside the training set), then tunes the fusion weights on those out-of-fold signals,
-calibrates the fused score to a probability (isotonic regression) and picks the threshold that
-maximises micro F1. Nothing outside the training examples is ever seen.
+Fitting computes, for every real passage (DISARM or an analyst's annotation), its signals with its own
+incident held out, then tunes the fusion weights and the weight of authored passages on those
+out-of-fold signals, calibrates the fused score to a probability and picks the threshold that maximises
+micro F1. Authored passages (written by the project from DISARM's definitions) are always on the training
+side: they are neighbours and ridge targets, never the passages weights are tuned or calibrated on.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import calibrate, lexical
 from . import signals as sig
 from . import text as textmod
-from .schema import Evidence, Example, Suggestion, Technique
+from .schema import Article, Evidence, Example, Suggestion, Technique
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0)
 DEFAULT_WEIGHTS = {name: 1.0 for name in sig.SIGNALS} | {"cooc": 0.0, "unseen": 0.0}
+AUTHORED = "authored"  # Example.origin of the passages written from DISARM's definitions
+AUTHORED_GRID = (0.25, 0.5, 1.0)  # weights tried for authored passages, relative to real ones
 MIN_GAIN = 0.005  # a weight moves away from its default only for a clear out-of-fold gain
+PRIORS = ("all", "real")  # label prior over every origin (weighted) or over real passages only
+
+__all__ = ["Article", "NotFittedError", "Tagger", "check_is_fitted"]
 
 
 class NotFittedError(RuntimeError):
     """The tagger was used before fit() or load()."""
 
 
-def units(text: str, max_tokens: int = 200) -> list[textmod.Span]:
-    """Sentences of clean text, long ones cut to fit the encoder window: nothing is dropped."""
-    spans = textmod.split_sentences(text)
-    return textmod.chunk_sentences(spans, text, max_tokens=max_tokens) if any(
-        textmod.estimate_tokens(s.text) > max_tokens for s in spans
-    ) else spans
+def check_is_fitted(tagger: Tagger) -> None:
+    if not hasattr(tagger, "classes_"):
+        raise NotFittedError("this Tagger is not fitted: call fit() or disarm_tagger.load()")
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -43,53 +49,67 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Query:
-    """One document's unit embeddings and text, ready for scoring."""
+    """One document's unit embeddings, ready for summaries."""
 
-    text: str
-    spans: list[textmod.Span]
+    doc: textmod.Document
     Q: np.ndarray
-    lexical: tuple | None = None  # (tfidf row, name tfidf row) when computed for many queries at once
 
     @property
-    def doc(self) -> np.ndarray:
+    def mean(self) -> np.ndarray:
         return _normalise(self.Q.mean(axis=0)) if len(self.Q) else np.zeros(self.Q.shape[1])
 
 
-@dataclass(frozen=True)
-class Article:
-    title: str
-    text: str
-    warnings: tuple[str, ...]
-    suggestions: tuple[Suggestion, ...]
-
-
 class Tagger:
+    # Learned state, listed once: persist writes and reads exactly these (plus the two TF-IDF spaces).
+    _ARRAYS = ("U_", "unit_owner_", "unit_starts_", "doc_emb_", "Y_", "T_name_", "T_full_", "W_", "incidents_",
+               "authored_", "prior_", "zs_mean_", "zs_std_", "calib_x_", "calib_y_")  # fmt: skip
+    _JSON = ("classes_", "weights_", "authored_weight_", "threshold_", "cv_metrics_", "lexicon_")
+    _TFIDF = ("tfidf_", "name_tfidf_")
+
     def __init__(self, embedder=None, *, weights: dict | None = None, tune: bool = True,
                  temperature: float = 0.05, rrf_k: float = 10.0, ridge_alpha: float = 1.0,
-                 max_per_parent: int = 3, frozen: tuple[str, ...] = ()):  # fmt: skip
+                 max_per_parent: int = 3, frozen: tuple[str, ...] = (), authored_weight: float | None = None,
+                 prior: str = "all", calibration: str = "interpolated"):  # fmt: skip
         self.embedder = embedder
-        self.frozen = frozen  # weight names tuning must leave as given (ablations)
         self.weights = weights
         self.tune = tune
         self.temperature = temperature
         self.rrf_k = rrf_k
         self.ridge_alpha = ridge_alpha
         self.max_per_parent = max_per_parent
+        self.frozen = frozen  # weight names tuning must leave as given (ablations)
+        self.authored_weight = authored_weight  # None: tuned over AUTHORED_GRID
+        self.prior = prior
+        self.calibration = calibration  # "interpolated" or "steps" (plain isotonic, for comparison)
 
-    # ------------------------------------------------------------------------------------------ fitting
-    def _embedder(self):
+    def get_params(self, deep: bool = False) -> dict:
+        """The constructor arguments, as scikit-learn's ``get_params``."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def set_params(self, **params) -> Tagger:
+        for name, value in params.items():
+            if name not in self.get_params():
+                raise ValueError(f"unknown Tagger parameter {name!r}")
+            setattr(self, name, value)
+        return self
+
+    @property
+    def embedder_(self):
+        """The embedder in use: the one given, else the default packaged one (loaded on first use)."""
         if self.embedder is None:
-            from .embed import PackagedEmbedder
+            from .embed import load_embedder
 
-            self.embedder = PackagedEmbedder()
+            self.embedder = load_embedder()
         return self.embedder
 
+    # ------------------------------------------------------------------------------------------ fitting
     def fit(self, examples: Sequence[Example], techniques: Sequence[Technique]) -> Tagger:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         if not examples:
             raise ValueError("no training examples")
-        emb = self._embedder()
+        if self.prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, not {self.prior!r}")
+        emb = self.embedder_
         self.classes_ = tuple(sorted(t.id for t in techniques))
         index = {c: i for i, c in enumerate(self.classes_)}
         by_id = {t.id: t for t in techniques}
@@ -97,132 +117,174 @@ class Tagger:
         unknown = {lab for e in examples for lab in e.labels} - set(index)
         if unknown:
             raise ValueError(f"labels not in the technique catalogue: {', '.join(sorted(unknown))}")
-        self._conditional_all = None  # derived from Y_, recomputed on first use
         self.Y_ = np.zeros((len(examples), len(self.classes_)))
         for i, ex in enumerate(examples):
             self.Y_[i, [index[lab] for lab in ex.labels]] = 1.0
         self.incidents_ = np.array([e.incident_id for e in examples])
-        spans = [units(e.text) for e in examples]
-        self.unit_texts_ = [s.text for sp in spans for s in sp]
-        self.unit_owner_ = np.repeat(np.arange(len(examples)), [len(sp) for sp in spans])
+        authored = np.array([e.origin == AUTHORED for e in examples])
+        docs = [textmod.segment(e.text) for e in examples]
+        unit_texts = [u.text for d in docs for u in d.units]
+        self.unit_owner_ = np.repeat(np.arange(len(examples)), [len(d.units) for d in docs])
         self.unit_starts_ = np.searchsorted(self.unit_owner_, np.arange(len(examples)))
-        self.U_ = emb.encode(self.unit_texts_)
+        self.U_ = emb.encode(unit_texts)
         self.doc_emb_ = _normalise(np.add.reduceat(self.U_, self.unit_starts_, axis=0))
-        names, fulls, lexical = technique_texts(self.techniques_)
-        self.T_name_ = emb.encode(names)
-        self.T_full_ = emb.encode(fulls)
-        self.tfidf_ = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2))
-        self.tfidf_.fit(lexical + [e.text for e in examples])
-        self.T_tfidf_ = self.tfidf_.transform(lexical)
-        self.name_tfidf_ = TfidfVectorizer(analyzer=sig.name_analyzer, sublinear_tf=True).fit(names)
-        self.T_name_tfidf_ = self.name_tfidf_.transform(names)
+        names, fulls, lexical_texts = technique_texts(self.techniques_)
+        self.T_name_, self.T_full_ = emb.encode(names), emb.encode(fulls)
+        self.tfidf_ = lexical.Tfidf.fit("words", lexical_texts + [e.text for e in examples]).index(lexical_texts)
+        self.name_tfidf_ = lexical.Tfidf.fit("names", names).index(names)
         self.lexicon_ = sig.build_lexicon(self.techniques_)
-        queries = [_Query(e.text, sp, self.U_[self.unit_owner_ == i]) for i, (e, sp) in enumerate(zip(examples, spans))]
+        self.authored_ = authored
+        real = np.flatnonzero(~authored)
+        if not len(real):
+            raise ValueError("no real (DISARM or analyst-annotated) passages to tune and calibrate on")
+        queries = [_Query(docs[i], self.U_[self.unit_owner_ == i]) for i in real]
         raw = [self._raw_signals(q) for q in queries]
-        self.zs_stats_ = {k: (np.mean([r[k] for r in raw], 0), np.std([r[k] for r in raw], 0) + 1e-3)
-                          for k in ("zs_name", "zs_full")}  # fmt: skip
-        oof = [self._signals(q, r, pool=self.incidents_ != inc) for q, r, inc in zip(queries, raw, self.incidents_)]
-        self.W_ = sig.ridge_weights(self.doc_emb_, self.Y_, alpha=self.ridge_alpha)
-        self.weights_ = dict(self.weights or DEFAULT_WEIGHTS)
-        if self.tune:
-            self.weights_ = tune_weights(oof, self.Y_, self.weights_, k=self.rrf_k, frozen=frozenset(self.frozen))
+        self.zs_mean_ = np.array([np.mean([r[k] for r in raw], 0) for k in sig.ZERO_SHOT])
+        self.zs_std_ = np.array([np.std([r[k] for r in raw], 0) + 1e-3 for k in sig.ZERO_SHOT])
+        Y_real = self.Y_[real]
+        if self.authored_weight is not None or not authored.any():
+            grid = (1.0 if self.authored_weight is None else self.authored_weight,)
+        else:
+            grid = AUTHORED_GRID
+        runs = {}
+        for w_auth in grid:
+            self.authored_weight_ = w_auth
+            held_out = sig.ridge_leave_one_group_out(self.doc_emb_, self.Y_, self.incidents_, self.incidents_[real],
+                                                     alpha=self.ridge_alpha, sample_weight=self.sample_weight_)
+            oof = [self._signals(q, r, pool=self.incidents_ != self.incidents_[i], W=held_out[self.incidents_[i]])
+                   for q, r, i in zip(queries, raw, real)]  # fmt: skip
+            weights = dict(self.weights or DEFAULT_WEIGHTS)
+            if self.tune:
+                weights = tune_weights(oof, Y_real, weights, k=self.rrf_k, frozen=frozenset(self.frozen))
+            runs[w_auth] = (objective(oof, Y_real, weights, k=self.rrf_k), weights, oof)
+        chosen = 1.0 if 1.0 in runs else grid[0]  # the default stays unless another is clearly better
+        challenger = max(runs, key=lambda w: runs[w][0])
+        if runs[challenger][0] > runs[chosen][0] + MIN_GAIN:
+            chosen = challenger
+        self.authored_weight_ = chosen
+        _, self.weights_, oof = runs[chosen]
+        self.prior_ = self._prior(np.ones(len(examples), bool))
+        self.W_ = sig.ridge_weights(self.doc_emb_, self.Y_, alpha=self.ridge_alpha, sample_weight=self.sample_weight_)
         fused = np.array([fuse(s, a, self.weights_, k=self.rrf_k) for s, a in oof])
-        self._calibrate(fused)
+        self._calibrate(fused, Y_real)
         return self
 
-    def _calibrate(self, fused: np.ndarray) -> None:
-        from sklearn.isotonic import IsotonicRegression
+    @property
+    def sample_weight_(self) -> np.ndarray:
+        """Each training example's weight: 1 for real passages, ``authored_weight_`` for authored ones."""
+        return np.where(self.authored_, self.authored_weight_, 1.0)
 
-        self.calibrator_ = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
-        self.calibrator_.fit(fused.ravel(), self.Y_.ravel())
-        probs = self._calibrated(fused)
-        self.oof_scores_ = probs
+    def _calibrate(self, fused: np.ndarray, Y: np.ndarray) -> None:
         from .metrics import ranking_summary
 
-        golds = [set(np.flatnonzero(y)) for y in self.Y_]
-        self.cv_metrics_ = {k: round(v, 4) for k, v in ranking_summary([list(np.argsort(-p)) for p in probs], golds).items()}
+        self.calib_x_, self.calib_y_ = calibrate.isotonic_knots(fused.ravel(), Y.ravel(),
+                                                                interpolate=self.calibration == "interpolated")
+        probs = calibrate.apply(self.calib_x_, self.calib_y_, fused)
+        self.oof_scores_ = probs
+        golds = [set(np.flatnonzero(y)) for y in Y]
+        ranked = [list(np.argsort(-p, kind="stable")) for p in probs]
+        self.cv_metrics_ = {k: round(v, 4) for k, v in ranking_summary(ranked, golds).items()}
         best = (0.0, 0.5)
         for t in np.unique(np.round(probs[probs > 0], 4)):
             pred = probs >= t
-            tp = (pred & (self.Y_ > 0)).sum()
-            f1 = 2 * tp / max(pred.sum() + self.Y_.sum(), 1)
-            best = max(best, (f1, float(t)))
+            f1 = 2 * (pred & (Y > 0)).sum() / max(pred.sum() + Y.sum(), 1)
+            best = max(best, (float(f1), float(t)))
         self.threshold_ = best[1]
         self.cv_metrics_["micro_f1_at_threshold"] = round(best[0], 4)
 
-    def _calibrated(self, fused: np.ndarray) -> np.ndarray:
-        """Isotonic calibration is a step function: many labels would tie. A strictly increasing term of
-        at most 0.001 keeps the fused order, so ranking by score is ranking by evidence."""
-        steps = self.calibrator_.predict(fused.ravel()).reshape(fused.shape)
-        return steps * (1 - 1e-3) + 1e-3 * fused / (1.0 + fused)
+    # ------------------------------------------------------------------------------------------ state
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Everything fit() learned, as JSON-ready values and numpy arrays: what a model folder stores."""
+        check_is_fitted(self)
+        params = {k: v for k, v in self.get_params().items() if k != "embedder"}
+        json_state = {"params": params | {"frozen": list(self.frozen)}}
+        json_state |= {name: getattr(self, name) for name in self._JSON}
+        json_state["classes_"] = list(self.classes_)
+        json_state["lexicon_"] = {term: list(ix) for term, ix in self.lexicon_.items()}
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        for name in self._TFIDF:
+            js, arr = getattr(self, name).state()
+            json_state[name] = js
+            arrays |= {f"{name}.{k}": v for k, v in arr.items()}
+        return json_state, arrays
+
+    @classmethod
+    def from_state(cls, json_state: dict, arrays, techniques: Sequence[Technique], embedder=None) -> Tagger:
+        """Rebuild a fitted tagger from ``state()``'s output and the catalogue in label order."""
+        params = dict(json_state["params"])
+        tagger = cls(embedder, **params | {"frozen": tuple(params.get("frozen", ()))})
+        for name in cls._JSON:
+            setattr(tagger, name, json_state[name])
+        tagger.classes_ = tuple(json_state["classes_"])
+        tagger.lexicon_ = {term: tuple(ix) for term, ix in json_state["lexicon_"].items()}
+        for name in cls._ARRAYS:
+            setattr(tagger, name, np.asarray(arrays[name]))
+        for name in cls._TFIDF:
+            prefix = f"{name}."
+            own = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
+            setattr(tagger, name, lexical.Tfidf.from_state(json_state[name], own))
+        tagger.techniques_ = list(techniques)
+        if [t.id for t in tagger.techniques_] != list(tagger.classes_):
+            raise ValueError("the technique catalogue is not in the tagger's label order")
+        return tagger
 
     # ------------------------------------------------------------------------------------------ scoring
     def _raw_signals(self, q: _Query) -> dict[str, np.ndarray]:
         """Signals that need no training labels: technique similarity, TF-IDF, lexicon."""
         n = len(self.classes_)
         if not len(q.Q):
-            return {k: np.zeros(n) for k in ("zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon")}
-        tfidf, name_tfidf = q.lexical if q.lexical is not None else self._lexical([q.text])[0]
+            return {k: np.zeros(n) for k in (*sig.ZERO_SHOT, "tfidf", "name_tfidf", "lexicon")}
         return {
             "zs_name": sig.zero_shot(q.Q, self.T_name_),
             "zs_full": sig.zero_shot(q.Q, self.T_full_),
-            "tfidf": tfidf,
-            "name_tfidf": name_tfidf,
-            "lexicon": sig.lexicon_scores(q.text, self.lexicon_, n),
+            "tfidf": self.tfidf_.similarity(q.doc.text),
+            "name_tfidf": self.name_tfidf_.similarity(q.doc.text),
+            "lexicon": sig.lexicon_scores(q.doc.text, self.lexicon_, n),
         }
 
-    def _lexical(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """TF-IDF similarity of each text to every technique (full text, and names), in one pass."""
-        full = (self.tfidf_.transform(texts) @ self.T_tfidf_.T).toarray()
-        names = (self.name_tfidf_.transform(texts) @ self.T_name_tfidf_.T).toarray()
-        return list(zip(full, names))
+    def _prior(self, pool: np.ndarray) -> np.ndarray:
+        weight = self.sample_weight_ if self.prior == "all" else (~self.authored_).astype(float)
+        return np.log1p(weight[pool] @ self.Y_[pool])
 
     def _signals(self, q: _Query, raw: dict, *, pool: np.ndarray, W: np.ndarray | None = None):
-        """All signals for one query, using only the training examples in ``pool``."""
+        """All signals for one query, using only the training examples in ``pool``. ``W``: ridge weights
+        fitted on the pool; None means the pool is the whole training set, whose fitted state is used."""
         out = dict(raw)
-        for k, (mean, std) in self.zs_stats_.items():
-            out[k] = sig.column_normalise(raw[k], mean, std)
-        counts = self.Y_[pool].sum(axis=0)
+        for i, k in enumerate(sig.ZERO_SHOT):
+            out[k] = sig.column_normalise(raw[k], self.zs_mean_[i], self.zs_std_[i])
+        weight = self.sample_weight_ * pool
         if len(q.Q) and pool.any():
-            sim = sig.example_similarity(q.Q, self.U_, self.unit_starts_, q.doc, self.doc_emb_)
-            out["knn"] = sig.knn_scores(sim, self.Y_, pool, temperature=self.temperature)
-            if W is None:
-                W = sig.ridge_weights(self.doc_emb_[pool], self.Y_[pool], alpha=self.ridge_alpha)
-            out["ridge"] = q.doc @ W
-            out["cooc"] = sig.cooccurrence(out["knn"], self._conditional(pool))
+            sim = sig.example_similarity(q.Q, self.U_, self.unit_starts_, q.mean, self.doc_emb_)
+            out["knn"] = sig.knn_scores(sim, self.Y_, weight, temperature=self.temperature)
+            out["ridge"] = q.mean @ (self.W_ if W is None else W)
+            out["cooc"] = sig.cooccurrence(out["knn"], self.Y_, weight)
         else:
             out["knn"] = out["ridge"] = out["cooc"] = np.zeros(len(self.classes_))
-        out["prior"] = np.log1p(counts)
-        seen = counts > 0
+        out["prior"] = self.prior_ if W is None else self._prior(pool)
+        seen = weight @ self.Y_ > 0
         active = {k: seen if k in sig.SUPERVISED else np.ones(len(seen), bool) for k in sig.SIGNALS}
         active["lexicon"] = out["lexicon"] > 0
         active["name_tfidf"] = out["name_tfidf"] > 0
         return out, active
 
-    def _conditional(self, pool: np.ndarray) -> np.ndarray:
-        if pool.all():  # prediction always uses the whole pool: compute it once
-            if getattr(self, "_conditional_all", None) is None:
-                self._conditional_all = sig.cooccurrence_matrix(self.Y_)
-            return self._conditional_all
-        return sig.cooccurrence_matrix(self.Y_[pool])
-
-    def _check(self) -> None:
-        if not hasattr(self, "classes_"):
-            raise NotFittedError("this Tagger is not fitted: call fit() or disarm_tagger.load()")
-
-    def _query(self, text: str) -> _Query:
-        spans = units(text)
-        return _Query(text, spans, self._embedder().encode([s.text for s in spans]))
-
-    def _score(self, q: _Query) -> np.ndarray:
+    def _scores(self, queries: Sequence[_Query]) -> np.ndarray:
         pool = np.ones(len(self.Y_), bool)
-        s, a = self._signals(q, self._raw_signals(q), pool=pool, W=self.W_)
-        return self._calibrated(fuse(s, a, self.weights_, k=self.rrf_k))
+        out = np.zeros((len(queries), len(self.classes_)))
+        for i, q in enumerate(queries):
+            s, a = self._signals(q, self._raw_signals(q), pool=pool)
+            out[i] = calibrate.apply(self.calib_x_, self.calib_y_, fuse(s, a, self.weights_, k=self.rrf_k))
+        return out
+
+    def _queries(self, docs: Sequence[textmod.Document]) -> list[_Query]:
+        """Embed every unit of every document in one encoder call."""
+        vectors = self.embedder_.encode([u.text for d in docs for u in d.units])
+        bounds = np.cumsum([0] + [len(d.units) for d in docs])
+        return [_Query(d, vectors[bounds[i] : bounds[i + 1]]) for i, d in enumerate(docs)]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Calibrated scores [n_texts, n_classes]; column j is technique ``classes_[j]``."""
-        self._check()
-        return np.array([self._score(self._query(t)) for t in texts]).reshape(len(texts), len(self.classes_))
+        """Calibrated scores [n_texts, n_classes] for clean texts; column j is technique ``classes_[j]``."""
+        check_is_fitted(self)
+        return self._scores(self._queries([textmod.segment(t) for t in texts]))
 
     def rank(self, scores: np.ndarray, *, top_k: int = 10) -> list[int]:
         """Label indices best first; within the first ``top_k`` at most ``max_per_parent`` techniques of
@@ -244,13 +306,38 @@ class Tagger:
         taken = set(head) | set(deferred)
         return head + deferred + [j for j in order if j not in taken]
 
-    def suggest(self, text: str, *, top_k: int = 10, min_score: float = 0.0) -> list[Suggestion]:
-        """Ranked technique suggestions for clean article text, each with up to three evidence sentences."""
-        self._check()
-        return self._suggestions(self._query(text), top_k=top_k, min_score=min_score)
+    # ------------------------------------------------------------------------------------------ suggesting
+    def suggest_documents(self, docs: Sequence[textmod.Document], *, top_k: int = 10,
+                          min_score: float = 0.0) -> list[Article]:  # fmt: skip
+        """Ranked suggestions with evidence for prepared documents (``text.prepare``), one encoder call."""
+        check_is_fitted(self)
+        queries = self._queries(docs)
+        return [Article(q.doc.title, q.doc.text, q.doc.warnings, tuple(self._suggestions(q, scores, top_k, min_score)))
+                for q, scores in zip(queries, self._scores(queries))]  # fmt: skip
 
-    def _suggestions(self, q: _Query, *, top_k: int, min_score: float) -> list[Suggestion]:
-        scores = self._score(q)
+    def suggest_articles(self, raws: Sequence[str], *, top_k: int = 10, min_score: float = 0.0,
+                         ) -> list[Article | textmod.InputError]:  # fmt: skip
+        """``suggest_article`` for many raw inputs: a bad input yields its InputError in its slot."""
+        prepared: list = []
+        for raw in raws:
+            try:
+                prepared.append(textmod.prepare(raw))
+            except textmod.InputError as exc:
+                prepared.append(exc)
+        good = iter(self.suggest_documents([p for p in prepared if isinstance(p, textmod.Document)], top_k=top_k,
+                                           min_score=min_score))  # fmt: skip
+        return [p if isinstance(p, textmod.InputError) else next(good) for p in prepared]
+
+    def suggest_article(self, raw: str, *, top_k: int = 10, min_score: float = 0.0) -> Article:
+        """Suggestions for raw input (plain text, markdown with front matter, or a saved HTML page).
+        Evidence offsets refer to ``Article.text``, the extracted article text. Raises text.InputError."""
+        return self.suggest_documents([textmod.prepare(raw)], top_k=top_k, min_score=min_score)[0]
+
+    def suggest(self, text: str, *, top_k: int = 10, min_score: float = 0.0) -> list[Suggestion]:
+        """Ranked technique suggestions for clean text, each with up to three evidence sentences."""
+        return list(self.suggest_documents([textmod.segment(text)], top_k=top_k, min_score=min_score)[0].suggestions)
+
+    def _suggestions(self, q: _Query, scores: np.ndarray, top_k: int, min_score: float) -> list[Suggestion]:
         out = []
         for j in self.rank(scores, top_k=top_k)[:top_k]:
             if scores[j] < min_score:
@@ -261,48 +348,9 @@ class Tagger:
                                   evidence=self._evidence(q, j)))  # fmt: skip
         return out
 
-    def suggest_article(self, raw: str, *, top_k: int = 10, min_score: float = 0.0) -> Article:
-        """Like suggest(), for raw input (plain text, markdown with front matter, or a saved HTML page).
-        Evidence offsets refer to ``Article.text``, the extracted article text. Raises text.InputError."""
-        result = self.suggest_articles([raw], top_k=top_k, min_score=min_score)[0]
-        if isinstance(result, textmod.InputError):
-            raise result
-        return result
-
-    def suggest_articles(self, raws: Sequence[str], *, top_k: int = 10, min_score: float = 0.0,
-                         ) -> list[Article | textmod.InputError]:  # fmt: skip
-        """suggest_article() for many inputs with one batched encoder call across all of them. A bad input
-        yields its InputError in its slot; the others are unaffected."""
-        self._check()
-        prepared: list = []
-        for raw in raws:
-            try:
-                title, text = textmod.extract_text(raw)
-                prepared.append((title, text, units(text)))
-            except textmod.InputError as exc:
-                prepared.append(exc)
-        good = [p for p in prepared if not isinstance(p, Exception)]
-        vectors = self._embedder().encode([s.text for _t, _x, spans in good for s in spans])
-        bounds = np.cumsum([0] + [len(spans) for _t, _x, spans in good])
-        lexical = self._lexical([text for _t, text, _s in good]) if good else []
-        out: list = []
-        i = 0
-        for p in prepared:
-            if isinstance(p, Exception):
-                out.append(p)
-                continue
-            title, text, spans = p
-            q = _Query(text, spans, vectors[bounds[i] : bounds[i + 1]], lexical[i])
-            language = textmod.detect_language_hint(text)
-            warnings = (f"text looks non-English ({language}); the model is English-only, suggestions are best "
-                        "effort",) if language else ()  # fmt: skip
-            out.append(Article(title, text, warnings, tuple(self._suggestions(q, top_k=top_k, min_score=min_score))))
-            i += 1
-        return out
-
     def _evidence(self, q: _Query, j: int, n: int = 3) -> tuple[Evidence, ...]:
-        """The sentences that best support label j: close to its description and to training sentences
-        that carry it."""
+        """The units that best support label j: close to its description and to training units that
+        carry it."""
         if not len(q.Q):
             return ()
         score = q.Q @ self.T_full_[j]
@@ -311,7 +359,8 @@ class Tagger:
             score = 0.5 * score + 0.5 * (q.Q @ self.U_[carriers].T).max(axis=1)
         best = np.argsort(-score, kind="stable")[:n]
         keep = [i for i in best if score[i] >= score[best[0]] - 0.1]
-        return tuple(Evidence(q.spans[i].text, q.spans[i].start, q.spans[i].end) for i in sorted(keep))
+        units = q.doc.units
+        return tuple(Evidence(units[i].text, units[i].start, units[i].end) for i in sorted(keep))
 
 
 def fuse(signals: dict, active: dict, weights: dict, *, k: float) -> np.ndarray:
@@ -328,23 +377,24 @@ def technique_texts(techniques: Sequence[Technique]) -> tuple[list[str], list[st
     return names, fulls, [f"{n}. {f}" for n, f in zip(names, fulls)]
 
 
-def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: int = 1,
-                 frozen: frozenset = frozenset()) -> dict:  # fmt: skip
-    """Coordinate ascent over fusion weights, maximising (MAP + R@10) / 2 on out-of-fold signals. A step is
-    taken only for a gain above MIN_GAIN: with a few dozen incidents, smaller gains are noise. ``frozen``
-    weights are never changed (ablations hold a removed signal at 0)."""
+def objective(oof: list, Y: np.ndarray, weights: dict, *, k: float) -> float:
+    """(MAP + R@10) / 2 of the fused out-of-fold signals: what tuning maximises."""
     from .metrics import average_precision_score, recall_at_k
 
-    golds = [set(np.flatnonzero(y)) for y in Y]
+    total = 0.0
+    for (s, a), y in zip(oof, Y):
+        gold = set(np.flatnonzero(y))
+        ranked = list(np.argsort(-fuse(s, a, weights, k=k), kind="stable"))
+        total += average_precision_score(ranked, gold) + recall_at_k(ranked, gold, k=10)
+    return total / (2 * len(Y))
 
-    def objective(w: dict) -> float:
-        total = 0.0
-        for (s, a), gold in zip(oof, golds):
-            ranked = list(np.argsort(-fuse(s, a, w, k=k), kind="stable"))
-            total += average_precision_score(ranked, gold) + recall_at_k(ranked, gold, k=10)
-        return total / (2 * len(golds))
 
-    best_w, best = dict(weights), objective(weights)
+def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: int = 1,
+                 frozen: frozenset = frozenset()) -> dict:  # fmt: skip
+    """Coordinate ascent over fusion weights on out-of-fold signals. A step is taken only for a gain above
+    MIN_GAIN: with a few dozen incidents, smaller gains are noise. ``frozen`` weights are never changed
+    (ablations hold a removed signal at 0)."""
+    best_w, best = dict(weights), objective(oof, Y, weights, k=k)
     for _ in range(passes):
         for name in (*sig.SIGNALS, "unseen"):
             if name in frozen:
@@ -352,7 +402,7 @@ def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: i
             for value in WEIGHT_GRID:
                 trial = best_w | {name: value}
                 if trial != best_w and any(trial.values()):
-                    score = objective(trial)
+                    score = objective(oof, Y, trial, k=k)
                     if score > best + MIN_GAIN:
                         best_w, best = trial, score
     return best_w

@@ -1,4 +1,4 @@
-"""Article text: decode bytes, extract the main text, split sentences, pack chunks.
+"""Article text: decode bytes, extract the main text, split sentences, cut units the encoder can read.
 
 The only module that imports spaCy (lazily, on the first call to ``split_sentences``).
 Every ``Span`` holds exact character offsets into ``Document.text``.
@@ -31,7 +31,7 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Span:
-    """A sentence or a chunk: ``text == Document.text[start:end]``."""
+    """A sentence or a unit: ``text == Document.text[start:end]``."""
 
     text: str
     start: int
@@ -40,11 +40,11 @@ class Span:
 
 @dataclass(frozen=True)
 class Document:
-    """Clean article text and its sentences and chunks (all offsets refer to ``text``)."""
+    """Clean article text, its sentences and the units the tagger embeds (offsets refer to ``text``)."""
 
     text: str
     sentences: tuple[Span, ...]
-    chunks: tuple[Span, ...]
+    units: tuple[Span, ...]  # sentences, an over-long one cut at word boundaries into pieces that fit
     title: str = ""
     warnings: tuple[str, ...] = ()
 
@@ -254,7 +254,7 @@ def extract_text(raw: str) -> tuple[str, str]:
     return title, text
 
 
-# ---------------------------------------------------------------- sentences and chunks
+# ---------------------------------------------------------------- sentences and units
 _WORD = re.compile(r"\S+")
 _ESTIMATE_PIECES = re.compile(r"([A-Za-z0-9_]+)|(\w)|\S")  # ASCII words, other letters, marks
 _Item = tuple[int, int, int]  # (start, end, tokens) of a sentence or word to pack
@@ -382,31 +382,28 @@ def _pack(text: str, items: Iterable[_Item], max_tokens: int) -> list[Span]:
     return spans
 
 
-def chunk_sentences(sentences: Sequence[Span], text: str, *, max_tokens: int = 200,
-                    count_tokens: Callable[[str], int] | None = None) -> list[Span]:
-    """Pack consecutive sentences into chunks of at most ``max_tokens``; nothing is dropped.
+MAX_UNIT_TOKENS = 200  # MiniLM reads at most 256 word pieces; estimate_tokens errs on the high side
 
-    A sentence over the limit becomes chunks of its own, split at word boundaries. Counts are summed per
-    sentence (per word when splitting), which is exact for word-piece tokenizers apart from special tokens.
 
-    >>> text = "One two. Three four. Five six."
-    >>> [c.text for c in chunk_sentences(split_sentences(text), text, max_tokens=8)]
-    ['One two. Three four.', 'Five six.']
+def units(sentences: Sequence[Span], text: str, *, max_tokens: int = MAX_UNIT_TOKENS,
+          count_tokens: Callable[[str], int] | None = None) -> list[Span]:  # fmt: skip
+    """The units the tagger embeds: each sentence that fits ``max_tokens`` as it is, and each one that does
+    not cut at word boundaries into consecutive pieces that fit. Nothing is dropped.
+
+    >>> text = "One two. Three four five six seven."
+    >>> [u.text for u in units(split_sentences(text), text, max_tokens=3, count_tokens=lambda s: len(s.split()))]
+    ['One two.', 'Three four five', 'six seven.']
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
     count = count_tokens or estimate_tokens
-    chunks: list[Span] = []
-    group: list[_Item] = []
+    out: list[Span] = []
     for sentence in sentences:
-        tokens = count(sentence.text)
-        if tokens <= max_tokens:
-            group.append((sentence.start, sentence.end, tokens))
-            continue
-        chunks += _pack(text, group, max_tokens)
-        chunks += _pack(text, _atoms(text, sentence, max_tokens, count), max_tokens)
-        group = []
-    return chunks + _pack(text, group, max_tokens)
+        if count(sentence.text) <= max_tokens:
+            out.append(sentence)
+        else:
+            out += _pack(text, _atoms(text, sentence, max_tokens, count), max_tokens)
+    return out
 
 
 # ---------------------------------------------------------------- language hint and the pipeline
@@ -431,11 +428,18 @@ def detect_language_hint(text: str, *, sample: int = 5_000) -> str | None:
     return _SCRIPT_CODES.get(script, script.lower())
 
 
-def prepare(raw: str, *, max_tokens: int = 200) -> Document:
-    """Raw input text -> Document (clean text, sentences, chunks, title, warnings)."""
-    title, text = extract_text(raw)
+def segment(text: str, *, title: str = "", max_tokens: int = MAX_UNIT_TOKENS) -> Document:
+    """Clean text -> Document: sentences, units and a warning when the text looks non-English. Training
+    passages and articles both go through here, so the tagger sees them cut the same way."""
     sentences = split_sentences(text)
-    chunks = chunk_sentences(sentences, text, max_tokens=max_tokens)
     language = detect_language_hint(text)
-    warnings = (f"text looks non-English ({language}); suggestions are best effort",) if language else ()
-    return Document(text, tuple(sentences), tuple(chunks), title, warnings)
+    warnings = (f"text looks non-English ({language}); the model is English-only, suggestions are best "
+                "effort",) if language else ()  # fmt: skip
+    return Document(text, tuple(sentences), tuple(units(sentences, text, max_tokens=max_tokens)), title, warnings)
+
+
+def prepare(raw: str, *, max_tokens: int = MAX_UNIT_TOKENS) -> Document:
+    """Raw input (plain text, markdown with front matter, or HTML) -> Document. Raises InputError.
+    The one path from an input to what the tagger scores: suggest, batch, bench, annotate and serve."""
+    title, text = extract_text(raw)
+    return segment(text, title=title, max_tokens=max_tokens)

@@ -30,8 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__, annotate, corpus, formats, render, text
-from ..schema import Evidence, Suggestion
-from ..tagger import Article
+from ..schema import Article, Evidence, Suggestion
 from .batcher import BusyError, MicroBatcher
 from .security import BodyLimit, Guard, SecurityHeaders
 
@@ -202,7 +201,7 @@ def create_app(tagger, *, model: str, data: Path, token: str | None = None,
             article = await batcher.suggest(body.text, top_k=body.top_k, min_score=body.min_score)
         except BusyError as exc:
             raise ApiError(503, str(exc)) from None
-        doc = render.to_document(body.source, model, article.suggestions, article.warnings)
+        doc = render.suggestion_document(body.source, model, article.suggestions, article.warnings)
         if include_text:
             doc |= {"title": article.title, "text": article.text, "threshold": tagger.threshold_}
         return doc

@@ -1,6 +1,6 @@
 """Turn one method's held-out predictions into every number the report shows (pure; no I/O, no fitting).
 
-Input: ``Prediction`` records (see evaluate.py) with gold labels, the full ranking users see, the labels at
+Input: ``schema.Prediction`` records with gold labels, the full ranking users see, the labels at
 or above the fold's threshold and the set of labels the fold's training side had examples of.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,10 +27,7 @@ from .metrics import (
     seen_unseen_recall,
     set_prf,
 )
-from .schema import Technique
-
-if TYPE_CHECKING:
-    from .evaluate import Prediction
+from .schema import Prediction, Technique
 
 OURS = "ours"  # the method name of our tagger in every report
 HEADLINE = ("p@1", "r@10", "map", "micro_f1")  # the numbers with bootstrap intervals, margins and --compare
