@@ -166,3 +166,21 @@ def test_api_docs_render_from_this_server_under_the_csp(browser, server):
     page.goto(url + "/docs")
     expect(page.locator(".opblock")).to_have_count(5)  # every endpoint; nothing fetched from elsewhere
     assert problems == []
+
+
+def test_the_page_asks_for_the_token_of_a_guarded_server(browser, tmp_path):
+    data = make_data(tmp_path / "training_data")
+    with live_server(create_app(make_tagger(), model="models/fake", data=data, token="s3cret")) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        expect(page.locator("#auth")).to_be_visible()
+        expect(page.locator("#status")).to_contain_text("access token")
+        page.fill("#token", "wrong")
+        page.click("#auth button")
+        expect(page.locator("#auth")).to_be_visible()
+        page.fill("#token", "s3cret")
+        page.click("#auth button")
+        expect(page.locator("#model")).to_have_text("model: models/fake")
+        expect(page.locator("#auth")).to_be_hidden()
+        _suggest(page, EXAMPLE.read_text(encoding="utf-8"), top_k=3)  # API calls carry the token
+        assert page.locator("#suggestions li").count() == 3
