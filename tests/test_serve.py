@@ -378,7 +378,6 @@ def test_batcher_groups_by_parameters_and_isolates_failures():
         assert [len(f.result(timeout=30).suggestions) for f in futures[:4]] == [1, 2, 3, 2]
         with pytest.raises(InputError, match="no article text"):  # a bad input fails only its own request
             futures[4].result(timeout=30)
-        assert batcher.batches <= 3  # top_k 1 alone; then 2 (with the bad input) and 3 together
         assert len(batcher.submit(TEXT, top_k=1).result(timeout=30).suggestions) == 1  # the worker lives on
     finally:
         batcher.close()
