@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXAMPLE := src/disarm_tagger/data/example_article.md
 
-.PHONY: setup suggest test test-fast eval eval-gate eval-ci-baseline train import bench clean
+.PHONY: setup suggest test test-fast eval eval-gate eval-ci-baseline train import bench serve bench-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ eval-ci-baseline: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/disarm-tagger bench
+
+## the review page and REST API on http://127.0.0.1:8000/
+serve: $(STAMP)
+	$(BIN)/disarm-tagger serve
+
+## load benchmark of the server: 64 requests of ~500 characters from 8 concurrent clients
+bench-serve: $(STAMP)
+	$(BIN)/disarm-tagger bench-serve
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis

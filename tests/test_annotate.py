@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 
 import pytest
@@ -43,6 +44,7 @@ def test_annotation_is_appended_with_provenance(data):
     )
     assert result.previous_labels is None and result.path == data / corpus.ANNOTATIONS
     (rec,) = _records(data)
+    assert result.record == rec  # what the caller (CLI, server) is given is what was written
     ex_id = annotate.text_id(NEW_TEXT)
     assert ex_id.startswith("LOCAL-") and len(ex_id) == 14
     assert rec == {
@@ -155,3 +157,54 @@ def test_cli_annotate_file_stdin_and_errors(data, tmp_path):
     assert missing.exit_code == 4 and "not found" in missing.stderr
     empty = runner.invoke(app, ["annotate", "-", "--labels", "T0004", "--data", str(data)], input="  \n")
     assert empty.exit_code == 1 and "error:" in empty.stderr
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from disarm_tagger import annotate
+data, go, text, labels = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
+while not go.exists():  # all writers start together
+    time.sleep(0.001)
+annotate.annotate(text, labels, data=data, annotator="proc")
+"""
+
+
+def test_concurrent_annotate_processes_lose_no_update(data):
+    """12 processes on one data folder at once, 6 replacing earlier labels and 6 adding texts: every update
+    lands (the read-modify-write of annotations.jsonl runs under a lock)."""
+    import os
+    import subprocess
+    import sys
+
+    old = [f"Operators posted item number {i} on a messaging channel." for i in range(6)]
+    new = [f"A website hosted article number {i} for the campaign." for i in range(6)]
+    for text in old:
+        annotate.annotate(text, "T0001", data=data)
+    go = data.parent / "go"
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    jobs = [(text, "T0001,T0004") for text in old] + [(text, "T0002") for text in new]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(data), str(go), text, labels], env=env)
+             for text, labels in jobs]  # fmt: skip
+    try:
+        time.sleep(1.5)  # let every writer import and reach the start line
+        go.touch()
+        codes = [p.wait(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0] * len(jobs)
+    labels = {r["text"]: r["labels"] for r in _records(data)}
+    assert len(_records(data)) == 12 and len(labels) == 12
+    assert labels == {**{t: ["T0001", "T0004"] for t in old}, **{t: ["T0002"] for t in new}}
+
+
+def test_a_writer_waits_for_the_lock_and_gives_up_after_the_timeout(data):
+    lock = data / (corpus.ANNOTATIONS + annotate.LOCK_SUFFIX)
+    with annotate.locked(lock):
+        with pytest.raises(annotate.AnnotationBusyError, match="another writer"):
+            with annotate.locked(lock, timeout=0.05):  # a second open() of the lock: excluded in-process too
+                pass
+    with annotate.locked(lock, timeout=0.05):  # released on exit
+        pass

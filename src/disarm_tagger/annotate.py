@@ -2,16 +2,20 @@
 
 ``disarm-tagger import-disarm`` never writes that file and ``train`` merges it (corpus.load_corpus), so a
 confirmed annotation shapes the next model. One record per text: annotating the same text again
-replaces its labels.
+replaces its labels. Writers are serialised by an flock on ``annotations.jsonl.lock`` held over the whole
+read-modify-write, so concurrent annotate processes (or server requests) never drop each other's updates.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,8 +25,16 @@ from .disarm import passage_key
 from .schema import Example, Technique, to_dict
 
 
+LOCK_SUFFIX = ".lock"  # annotations.jsonl.lock, beside the file it guards
+LOCK_TIMEOUT = 30.0  # seconds to wait for another writer; a write takes milliseconds
+
+
 class AnnotationError(ValueError):
     """Labels that are not DISARM technique ids of the catalogue, or no labels at all."""
+
+
+class AnnotationBusyError(AnnotationError):
+    """Another writer held the annotations lock for longer than LOCK_TIMEOUT."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Annotation:
     example: Example
     path: Path
     previous_labels: tuple[str, ...] | None  # None: a new record; else the labels it replaced
+    record: dict  # the line written to annotations.jsonl
 
 
 def parse_labels(labels: str | list[str]) -> tuple[str, ...]:
@@ -100,16 +113,39 @@ def annotate(
     )
     record = to_dict(example) | {"source": source, "note": note}  # extra keys: kept, ignored by the reader
     path = data / corpus.ANNOTATIONS
-    records = _read_records(path)
-    previous = next((r for r in records if r.get("id") == ex_id), None)
-    if previous is None:
-        with open(path, "a", encoding="utf-8", newline="\n") as fh:
-            fh.write(corpus.dumps_line(record))
-            fh.flush()
-            os.fsync(fh.fileno())
-        return Annotation(example, path, None)
-    _write_atomically(path, [record if r.get("id") == ex_id else r for r in records])
-    return Annotation(example, path, tuple(previous.get("labels", ())))
+    with locked(path.with_name(path.name + LOCK_SUFFIX)):
+        records = _read_records(path)
+        previous = next((r for r in records if r.get("id") == ex_id), None)
+        if previous is None:
+            with open(path, "a", encoding="utf-8", newline="\n") as fh:
+                fh.write(corpus.dumps_line(record))
+                fh.flush()
+                os.fsync(fh.fileno())
+            return Annotation(example, path, None, record)
+        _write_atomically(path, [record if r.get("id") == ex_id else r for r in records])
+    return Annotation(example, path, tuple(previous.get("labels", ())), record)
+
+
+@contextlib.contextmanager
+def locked(lock_path: Path, *, timeout: float = LOCK_TIMEOUT):
+    """Hold an exclusive flock on ``lock_path`` (created if needed and never removed, so every writer locks
+    the same inode). flock excludes other processes and other open()s in this process alike; the kernel
+    releases it when the holder dies. Raises AnnotationBusyError after ``timeout`` seconds of waiting."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise AnnotationBusyError(f"{lock_path}: another writer has held it for over {timeout:.0f}s; "
+                                              "try again") from None  # fmt: skip
+                time.sleep(0.005)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
 
 
 def _imported_incident(data: Path, article: str) -> str:
