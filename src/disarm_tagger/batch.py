@@ -66,18 +66,22 @@ def tag_records(tagger, docs: Sequence[Pending], *, fmt: str, top_k: int, min_sc
     return [Record(d.id, isinstance(r, Exception), record(d.id, d.source, r, fmt)) for d, r in zip(docs, results)]
 
 
-def micro_batches(docs: Iterable[Pending], batch_size: int) -> Iterator[list[Pending]]:
-    """Group documents into batches of ``batch_size``, or fewer holding MAX_BATCH_CHARS of text."""
-    batch: list[Pending] = []
-    chars = 0
+def micro_batches(docs: Iterable[Pending], batch_size: int, *,
+                  key: Callable[[str], int] | None = None) -> Iterator[list[Pending]]:  # fmt: skip
+    """Group documents into batches of ``batch_size``, or fewer holding MAX_BATCH_CHARS of text. With ``key``
+    every batch holds the documents of one ``key(id)`` only, and the part-filled ones come last."""
+    open_batches: dict[int, list[Pending]] = {}
+    chars: dict[int, int] = {}
     for doc in docs:
+        k = key(doc.id) if key else 0
+        batch = open_batches.setdefault(k, [])
         batch.append(doc)
-        chars += len(doc.raw) if isinstance(doc.raw, str) else 0
-        if len(batch) >= batch_size or chars >= MAX_BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
+        chars[k] = chars.get(k, 0) + (len(doc.raw) if isinstance(doc.raw, str) else 0)
+        if len(batch) >= batch_size or chars[k] >= MAX_BATCH_CHARS:
+            del chars[k]
+            yield open_batches.pop(k)
+    for k in sorted(open_batches):
+        yield open_batches[k]
 
 
 def open_input(input: Path, *, fmt: str, id_field: str = "id", text_field: str = "text",
