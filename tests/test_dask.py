@@ -235,10 +235,13 @@ def test_usage_errors_and_a_missing_dask(model_dir, tmp_path, monkeypatch):
     result = _cli(source, "--out", out, "--model", model_dir, "--engine", "dask", "--workers", "2", "--scheduler",
                   "tcp://127.0.0.1:1")  # fmt: skip
     assert result.exit_code == 2
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        result = _cli(source, "--out", out, "--model", model_dir, "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    assert result.exit_code == 1 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in result.stderr
+    assert not Path(f"{out}.lock").exists()
     result = _cli(source, "--out", out, "--model", tmp_path / "no-model", "--engine", "dask")
     assert result.exit_code == 3 and "no such model folder" in result.stderr
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask were not installed
     result = _cli(source, "--out", out, "--model", model_dir, "--engine", "dask")
     assert result.exit_code == 1 and "pip install 'disarm-tagger[dask]'" in result.stderr
-    assert not out.exists()
     assert persist.model_files(model_dir).keys() >= {"meta.json", "config.json", "arrays.npz", "techniques.jsonl"}

@@ -69,7 +69,11 @@ def _client(distributed, scheduler: str | None, workers: int | None):
     """A client of the cluster at ``scheduler``, else of a LocalCluster of ``workers`` single-threaded worker
     processes on 127.0.0.1, closed with the client."""
     if scheduler:
-        with distributed.Client(scheduler) as client:
+        try:
+            client = distributed.Client(scheduler)
+        except OSError as exc:  # refused, timed out (distributed.comm.timeouts.connect), unknown host
+            raise EngineError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+        with client:
             yield client
         return
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
