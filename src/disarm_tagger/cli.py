@@ -414,8 +414,8 @@ def batch_cmd(
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
     include_disarm: IncludeDisarmOption = False,
     engine: Annotated[Engine, typer.Option(help="local: tag in this process. dask: tag on a dask.distributed "
-                      "cluster (pip install 'disarm-tagger[dask]'), the one at --scheduler, else --workers processes "
-                      "started on this machine; OUT, resume, the lock and the records are the same.")] = "local",
+                      "cluster (needs the package's dask extra), the one at --scheduler, else --workers processes started "
+                      "on this machine; OUT, resume, the lock and the records are the same.")] = "local",
     scheduler: Annotated[Optional[str], typer.Option(show_default=False, help="--engine dask: the scheduler of a "
                          "running cluster (tcp://HOST:8786), e.g. on dask-jobqueue or Kubernetes. Its workers need "
                          "disarm-tagger installed, not the model: the model folder is sent to them.")] = None,
