@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,11 @@ class FakeEmbedder:
     backend = "fake"
     weights_sha256 = "0" * 64
 
+    made = 0  # embedders built in this process: one per model load
+
     def __init__(self):
         self.calls = 0
+        FakeEmbedder.made += 1
 
     @staticmethod
     def _word(word: str) -> np.ndarray:
@@ -53,8 +57,18 @@ class FakeEmbedder:
         return out
 
 
+class SlowFakeEmbedder(FakeEmbedder):
+    """The fake's vectors, 50 ms later per call: long enough for a test to kill a process while it tags."""
+
+    def encode(self, texts):
+        time.sleep(0.05)
+        return super().encode(texts)
+
+
 # The fake goes through the real backend lookup: `--backend fake`, and models saved with it, load it by name.
+# Dask worker processes preload this file to have them too (tests/test_dask.py).
 embed.register_backend("fake", FakeEmbedder)
+embed.register_backend("fake-slow", SlowFakeEmbedder)
 
 
 @pytest.fixture()

@@ -364,3 +364,19 @@ def test_exports_round_trip_through_their_parsers(run, tmp_path):
     events = json.loads((tmp_path / "events.json").read_text())["response"]  # what MISP's import reads
     assert len(events) == 4 and all(e["Event"]["Tag"] for e in events)
     assert "have no cluster in MISP's DISARM galaxy" in result.stderr  # the test model's T0001 has none
+
+
+def test_the_record_writer_writes_an_id_once_whoever_hands_it_back(tmp_path):
+    from disarm_tagger.records import Record, RecordWriter, Summary
+
+    out, summary = tmp_path / "out.jsonl", Summary()
+    line = lambda ident: Record(ident, False, (json.dumps({"id": ident}) + "\n").encode())  # noqa: E731
+    with RecordWriter(out, "jsonl", summary) as writer:
+        writer.write([line("a"), line("b")])
+        writer.write([line("a"), line("c")])  # an engine returning a record twice
+    assert [r["id"] for r in _lines(out)] == ["a", "b", "c"]
+    assert summary.succeeded == 3 and summary.notes == ["dropped a second record for 'a'"]
+    with RecordWriter(out, "jsonl", Summary()) as writer:  # and across runs: OUT's ids are done
+        assert writer.done == {"a", "b", "c"}
+        writer.write([line("b")])
+    assert out.read_text().count('"b"') == 1

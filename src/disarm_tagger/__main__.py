@@ -1,3 +1,4 @@
 from .cli import app
 
-app(prog_name="disarm-tagger")
+if __name__ == "__main__":  # not when a spawned process (a dask worker) re-imports the main module
+    app(prog_name="disarm-tagger")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -59,6 +60,7 @@ def _formats():
 
 
 Format, BatchFormat = _formats()
+Engine = _choices("Engine", ("local", "dask"))
 DataOption = Annotated[Path, typer.Option(help="training_data folder (techniques, examples, annotations, authored "
                                           "passages).")]  # fmt: skip
 ModelOption = Annotated[Optional[Path], typer.Option("--model", show_default=False,
@@ -572,6 +574,15 @@ def batch_cmd(
     max_bytes: MaxBytesOption = DEFAULT_MAX_BYTES,
     batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Documents per encoder call.")] = 32,
     include_disarm: IncludeDisarmOption = False,
+    engine: Annotated[Engine, typer.Option(help="local: tag in this process. dask: tag on a dask.distributed "
+                      "cluster (needs the package's dask extra), the one at --scheduler, else --workers processes started "
+                      "on this machine; OUT, resume, the lock and the records are the same.")] = "local",
+    scheduler: Annotated[Optional[str], typer.Option(show_default=False, help="--engine dask: the scheduler of a "
+                         "running cluster (tcp://HOST:8786), e.g. on dask-jobqueue or Kubernetes. Its workers need "
+                         "disarm-tagger installed, not the model: the model folder is sent to them.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, show_default=False, help="--engine dask without "
+                       "--scheduler: single-threaded worker processes to start on this machine. Default: one per "
+                       "core.")] = None,
 ) -> None:
     """Tag a backlog of documents into a JSONL or CSV file, streaming and resumable.
 
@@ -590,10 +601,22 @@ def batch_cmd(
       disarm-tagger batch articles/ --out tags.jsonl
 
       disarm-tagger batch backlog.csv --id-field url --text-field body --out tags.csv
+
+      disarm-tagger batch backlog.jsonl --out tags.jsonl --engine dask --scheduler tcp://10.0.0.5:8786
     """
     from . import batch as batch_lib
     from . import persist
 
+    if Engine(engine).value == "local" and (scheduler or workers):
+        raise typer.BadParameter("--scheduler and --workers need --engine dask")
+    if scheduler and workers:
+        raise typer.BadParameter("--workers starts a cluster on this machine; a --scheduler cluster has its own")
+    run = partial(batch_lib.run_batch, load_tagger=lambda: _load_model(model, backend)[1])
+    if Engine(engine).value == "dask":
+        from . import dask_engine
+
+        run = partial(dask_engine.run_batch, model=model or persist.default_model_dir(), backend=backend,
+                      scheduler=scheduler, workers=workers)  # fmt: skip
     fmt = BatchFormat(format).value if format else "csv" if out.suffix.lower() == ".csv" else "jsonl"
     records = batch_lib.records_path(out, fmt)
     total, progress, stop = None, None, lambda: None
@@ -604,12 +627,13 @@ def batch_cmd(
             pass  # run_batch reports it
         progress, stop = _batch_progress(total)
     try:
-        summary = batch_lib.run_batch(input, records, load_tagger=lambda: _load_model(model, backend)[1],
-                                      fmt="csv" if fmt == "csv" else "jsonl", top_k=top_k, min_score=min_score,
-                                      id_field=id_field, text_field=text_field, max_bytes=max_bytes,
-                                      batch_size=batch_size, progress=progress)  # fmt: skip
+        summary = run(input, records, fmt="csv" if fmt == "csv" else "jsonl", top_k=top_k, min_score=min_score,
+                      id_field=id_field, text_field=text_field, max_bytes=max_bytes, batch_size=batch_size,
+                      progress=progress)  # fmt: skip
     except batch_lib.BacklogError as exc:
         raise fail(str(exc)) from exc
+    except persist.ModelError as exc:
+        raise fail(str(exc), EXIT_MODEL) from exc
     except OSError as exc:  # OUT not writable, disk full...
         raise fail(f"{out}: {exc.strerror or exc}") from exc
     finally:

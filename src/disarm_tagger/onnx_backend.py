@@ -162,6 +162,15 @@ def ensure_onnx(model_dir: Path, *, quantize: bool = True) -> Path:
     return folder / name
 
 
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when set, as torch reads it (dask sets it to 1 in each worker process, which runs
+    one partition at a time), else every core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
+
+
 class OnnxEncoder:
     """Sentence embeddings from an exported ONNX graph, tokenised with the `tokenizers` library.
 
@@ -181,7 +190,7 @@ class OnnxEncoder:
         self.threads = threads
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or default_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(
             str(self.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]

@@ -172,6 +172,15 @@ def _warn_on_drift(meta: dict) -> None:
             warnings.warn(f"model was saved with {name} {was}, this is {now}; results may differ", stacklevel=3)
 
 
+def model_files(folder: Path) -> dict[str, bytes]:
+    """Every file of a model folder, checked against meta.json: what another machine (a dask worker) needs to
+    rebuild the folder and ``load`` it there."""
+    folder = Path(folder)
+    meta = read_meta(folder)
+    verify(folder, meta)
+    return {name: (folder / name).read_bytes() for name in (META, *meta["files"])}
+
+
 def read_disarm_objects(folder: Path) -> dict[str, dict]:
     """DISARM's STIX objects carried by a model folder ({STIX id: object}), checked against meta.json."""
     folder = Path(folder)

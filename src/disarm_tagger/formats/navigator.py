@@ -27,22 +27,26 @@ class TechniqueCount:
 def count_documents(results: Iterable[tuple[str, Sequence[Suggestion]]], *, min_score: float = 0.0,
                     examples: int = 3) -> dict[str, TechniqueCount]:  # fmt: skip
     """Aggregate per-document suggestions (already cut to the top k) into technique -> TechniqueCount,
-    counting a document once per technique scoring at least ``min_score``.
+    counting a document once per technique scoring at least ``min_score``. The examples are the documents
+    it scored highest in (ties: the smaller id), so the result does not depend on the order of ``results``
+    (a dask batch appends its records in the order partitions finish).
 
     >>> s = Suggestion(1, "T0001", "Chat Platform", "TA07", "Channels", 0.8)
     >>> count_documents([("a.txt", [s]), ("b.txt", [s])])["T0001"]
     TechniqueCount(documents=2, examples=('a.txt', 'b.txt'), max_score=0.8)
     """
     counts: dict[str, int] = {}
-    shown: dict[str, list[str]] = {}
+    shown: dict[str, list[tuple[float, str]]] = {}
     best: dict[str, float] = {}
     for doc_id, suggestions in results:
         for s in {s.technique_id: s for s in suggestions if s.score >= min_score}.values():  # once per doc
             counts[s.technique_id] = counts.get(s.technique_id, 0) + 1
-            ids = shown.setdefault(s.technique_id, [])
-            ids += [doc_id] if len(ids) < examples else []
+            top = shown.setdefault(s.technique_id, [])
+            top.append((-s.score, doc_id))
+            top.sort()
+            del top[examples:]
             best[s.technique_id] = max(best.get(s.technique_id, 0.0), s.score)
-    return {tid: TechniqueCount(n, tuple(shown[tid]), best[tid]) for tid, n in sorted(counts.items())}
+    return {tid: TechniqueCount(n, tuple(i for _, i in shown[tid]), best[tid]) for tid, n in sorted(counts.items())}
 
 
 def _row(tid: str, tactic: str, **fields) -> dict:
