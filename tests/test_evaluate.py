@@ -12,7 +12,8 @@ from disarm_tagger.metrics import parent_id
 from disarm_tagger import baselines, evaluate, persist, report, summaries
 from disarm_tagger.cli import EXIT_GATE, EXIT_USAGE, app
 from disarm_tagger.corpus import write_jsonl
-from disarm_tagger.schema import Example, Tactic, Technique
+from disarm_tagger import metrics
+from disarm_tagger.schema import Example, Prediction, Tactic, Technique
 from disarm_tagger.signals import SIGNALS
 from disarm_tagger.tagger import DEFAULT_WEIGHTS, Tagger
 
@@ -148,7 +149,7 @@ def test_outputs_written_and_deterministic(loio, tmp_path):
 def test_ablation_removes_a_signal_and_keeps_it_out(fake_embedder):
     variants = evaluate.ablation_variants(fake_embedder, {})
     expected = [f"without {s}" if w else f"with {s} forced to 1" for s, w in DEFAULT_WEIGHTS.items()]
-    assert list(variants)[1:] == expected
+    assert list(variants)[1:len(expected) + 1] == expected
     assert set(SIGNALS) <= set(DEFAULT_WEIGHTS)
     _rows, info = variants["without knn"](EXAMPLES[:6], ["fake accounts"], TECHNIQUES)
     assert info["weights"]["knn"] == 0.0  # held out of tuning: the tuner may move the others, never this
@@ -250,3 +251,44 @@ def test_local_annotations_are_reported_as_their_own_slice(fake_embedder):
     assert set(slices) == {"disarm", "local"}
     assert slices["local"]["n_examples"] == len(local)
     assert slices["disarm"]["n_examples"] == len(examples) - len(local)
+
+
+def test_data_variants_change_only_the_authored_passages(fake_embedder):
+    authored = tuple(Example(f"A-T000{t}-{k:02d}", f"AUTHORED-T000{t}", "a", f"text {t} {k}", (f"T000{t}",),
+                             origin="authored") for t in (1, 2) for k in range(1, 6))  # fmt: skip
+    assert [e.id for e in evaluate.per_technique_subset(authored, 2)] == [
+        "A-T0001-01", "A-T0001-02", "A-T0002-01", "A-T0002-02"]
+    variants = evaluate.ablation_variants(fake_embedder, {"authored": authored}, encoders={"other": fake_embedder})
+    assert {"without authored passages", "authored: 1 per technique", "authored: 2 per technique",
+            "authored: 4 per technique", "prior over real passages only", "tuned for every gold label alike",
+            "isotonic steps (no interpolation)", "encoder: other"} <= set(variants)  # fmt: skip
+    assert "without authored passages" not in evaluate.ablation_variants(fake_embedder, {})
+
+
+def test_unseen_means_no_real_passage_in_the_fold_even_with_authored_ones(fake_embedder):
+    authored = [Example(f"A-{t.id}-01", f"AUTHORED-{t.id}", "a", f"{t.name}. {t.summary}", (t.id,), origin="authored")
+                for t in TECHNIQUES]  # fmt: skip
+    report = evaluate.evaluate(EXAMPLES, TECHNIQUES, embedder=fake_embedder, authored=authored, ablations=False,
+                               n_resamples=50)  # fmt: skip
+    ours = [p for p in report.predictions if p.method == summaries.OURS]
+    for p in ours:
+        train_labels = {lab for e in EXAMPLES if e.incident_id != p.incident_id for lab in e.labels}
+        assert p.seen == frozenset(train_labels)  # authored passages exist for every label, yet do not count
+    unseen = report.methods[summaries.OURS]["seen_unseen"]["unseen"]["support"]
+    assert unseen == sum(lab not in p.seen for p in ours for lab in p.gold) > 0
+    assert report.config["n_authored"] == len(authored) and report.config["n_examples"] == len(EXAMPLES)
+
+
+def test_calibration_and_hub_summaries():
+    p = Prediction("ours", 0, "e", "I1", ("a",), ("a", "b", "c"), (0.9, 0.2, 0.1), ("a",), frozenset({"a"}))
+    q = Prediction("ours", 0, "f", "I2", ("c",), ("a", "c", "b"), (0.8, 0.6, 0.1), ("a",), frozenset({"a", "b"}))
+    cal = summaries.calibration([p, q])
+    assert cal["ece_all"] == pytest.approx(
+        metrics.expected_calibration_error([0.9, 0.2, 0.1, 0.8, 0.6, 0.1], [1, 0, 0, 0, 1, 0]))
+    hub = {row["id"]: row for row in summaries.hubs([p.ranked, q.ranked], [p.gold, q.gold])}
+    assert hub["a"]["share"] == 1.0 and hub["a"]["gold_rate"] == 0.5 and not hub["a"]["hub"]  # gold half the time
+    tactics = {row["id"]: row for row in summaries.per_tactic([p, q], [Technique("a", "A", "", "TA1", "x"),
+                                                                         Technique("b", "B", "", "TA1", "x"),
+                                                                         Technique("c", "C", "", "TA2", "y")])}
+    assert tactics["TA2"]["unseen_support"] == 1 and tactics["TA2"]["unseen_r@10"] == 1.0
+    assert tactics["TA1"]["unseen_support"] == 0 and tactics["TA1"]["unseen_r@10"] is None

@@ -203,3 +203,15 @@ def test_load_and_encode_do_not_import_torch(exported, model_dir, tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_the_int8_backend_gives_each_text_its_own_vector_whatever_is_encoded_beside_it():
+    from disarm_tagger.embed import PackagedEmbedder
+
+    texts = [f"Accounts number {i} reposted the claim about the {'mayor ' * i}election." for i in range(12)]
+    embedder = PackagedEmbedder("onnx-int8")
+    together = embedder.encode(texts)
+    alone = np.stack([embedder.encode([t])[0] for t in texts])
+    np.testing.assert_array_equal(together, alone)  # one text per run, runs side by side: same bytes
+    np.testing.assert_array_equal(embedder.encode(texts[::-1]), together[::-1])

@@ -9,6 +9,7 @@ def render(meta: dict) -> str:
     cv = meta.get("cv", {})
     emb = meta.get("embedder", {})
     weights = ", ".join(f"{k} {v:g}" for k, v in meta.get("weights", {}).items())
+    origins = ", ".join(f"{n:,} {k}" for k, n in counts.get("by_origin", {}).items()) or "?"
     lines = [
         "# disarm-tagger model",
         "",
@@ -20,18 +21,24 @@ def render(meta: dict) -> str:
         "",
         "## Training data",
         f"- DISARM snapshot: {prov.get('disarm_snapshot', 'unknown')}",
-        f"- {counts.get('examples', '?')} passages from {counts.get('incidents', '?')} incidents "
-        f"({counts.get('local_annotations', 0)} local analyst annotations), covering "
-        f"{counts.get('techniques_with_examples', '?')} of {counts.get('techniques', '?')} techniques",
+        f"- {counts.get('examples', '?')} passages by origin: {origins}; real passages from "
+        f"{counts.get('incidents', '?')} incidents cover {counts.get('techniques_with_real_examples', '?')} of "
+        f"{counts.get('techniques', '?')} techniques, all passages {counts.get('techniques_with_examples', '?')}",
+        "- *disarm*: quotes from DISARM incident pages; *local*: analysts' own annotations; *authored*: passages",
+        "  written by the disarm-tagger project from DISARM's technique definitions (never tested on).",
         f"- training data sha256: `{prov.get('training_data_sha256', '')}`",
         "",
         "## Method",
         f"- Embedder: {emb.get('name', '?')} from `{emb.get('package', '?')}` (dimension {emb.get('dimension', '?')}, "
         f"backend {emb.get('backend', '?')}), never downloaded at run time.",
-        "- Signals fused by weighted reciprocal rank: kNN over training passages, ridge regression on passage",
-        "  embeddings, similarity to technique names and summaries, TF-IDF, named-example lexicon, label prior.",
-        f"- Tuned weights: {weights}",
-        f"- Scores are isotonic-calibrated; threshold {meta.get('threshold', 0):.3f} maximises micro F1 out of fold.",
+        "- Signals fused by weighted reciprocal rank: kNN over real passages and over authored passages, similarity",
+        "  to each technique's authored passages (centroid), ridge regression on passage embeddings, similarity to",
+        "  technique names and definitions, TF-IDF against each technique's definition and authored passages,",
+        "  TF-IDF on names, a lexicon of named examples, label prior.",
+        f"- Tuned weights: {weights}; weight of authored passages {meta.get('authored_weight', 1):g}",
+        "- Tuned for (MAP + R@10) / 2, R@10 the mean over labels with and without real passages.",
+        f"- Scores: isotonic calibration interpolated between block centres; threshold {meta.get('threshold', 0):.3f}",
+        "  maximises micro F1 out of fold.",
         "",
         "## Inner cross-validation (leave one incident out, on the training data)",
         "| P@1 | P@3 | R@5 | R@10 | MAP | micro F1 at threshold |",
@@ -44,7 +51,8 @@ def render(meta: dict) -> str:
         "",
         "## Limits",
         "- English only; other languages get a warning and best-effort suggestions.",
-        "- Most techniques have no or one training passage; rare techniques rely on their DISARM description.",
+        "- Most techniques have no real passage: for them the model relies on 5-9 authored passages and the",
+        "  DISARM definition, and finds them less reliably (see the evaluation's unseen recall).",
         "- Passages in training are analyst-selected quotes; whole articles are noisier.",
         "",
         "## Licence and attribution",

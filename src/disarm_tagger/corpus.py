@@ -25,7 +25,8 @@ MANIFEST = "manifest.json"
 LICENCE = "CC BY-SA 4.0"
 ATTRIBUTION = (
     "Derived from DISARM Foundation, DISARMframeworks (https://github.com/DISARMFoundation/DISARMframeworks), "
-    "licensed CC BY-SA 4.0. Passages quote the sources cited on each DISARM incident page."
+    "licensed CC BY-SA 4.0. Passages in examples.jsonl quote the sources cited on each DISARM incident page; "
+    "authored.jsonl was written by the disarm-tagger project from DISARM's technique definitions, same licence."
 )
 
 

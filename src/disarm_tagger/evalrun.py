@@ -6,6 +6,7 @@ Each function returns data; the CLI prints and picks exit codes.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +23,46 @@ class Run:
 
 def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
                      local: bool = True, authored: bool = True, backend: str | None = None,
-                     cache: Path | None = None, progress: Progress | None = None) -> Run:  # fmt: skip
+                     cache: Path | None = None, compare_encoders: Sequence[str] = (),
+                     articles: Path | None = None, progress: Progress | None = None) -> Run:  # fmt: skip
     """Cross-validate on a training_data folder by incident. Raises corpus.CorpusError, evaluate.EvalError,
     embed.EmbedderError."""
-    from .embed import CachedEmbedder, load_embedder
+    from .embed import CachedEmbedder, embedder_for, load_embedder
 
     data_set = corpus.load_corpus(data, include_local=local, include_authored=authored)
     embedder = CachedEmbedder(load_embedder(backend), cache)
+    others = {spec: CachedEmbedder(embedder_for(spec), share=embedder) for spec in compare_encoders}
     try:
         report = evaluate.evaluate(data_set.examples, data_set.techniques, embedder=embedder,
                                    authored=data_set.authored, n_folds=folds, ablations=ablations,
-                                   ablation_folds=ablation_folds, progress=progress)  # fmt: skip
+                                   ablation_folds=ablation_folds, encoders=others, progress=progress)  # fmt: skip
+        if articles is not None:
+            report.config["article_hubs"] = article_hubs(data_set, embedder, articles, report)
     finally:
         embedder.save()
     argv = ["--data", str(data), *(["--folds", str(folds)] if folds else []),
             *(["--ablation-folds", str(ablation_folds)] if ablations else ["--no-ablations"]),
             *([] if local else ["--no-local"]), *([] if authored else ["--no-authored"]),
-            *(["--backend", backend] if backend else [])]  # fmt: skip
+            *(["--backend", backend] if backend else []),
+            *(arg for spec in compare_encoders for arg in ("--compare-encoder", spec)),
+            *(["--articles", str(articles)] if articles is not None else [])]  # fmt: skip
     return Run(report, corpus.provenance(data_set, data), shlex.join(["disarm-tagger", "eval", *argv]))
+
+
+def article_hubs(data_set, embedder, folder: Path, report: EvalReport) -> dict:
+    """Hub techniques over real articles (every .md/.txt/.html file in ``folder``, tagged by a tagger fitted on
+    all the training data, as `train` fits it) together with the held-out DISARM passages of ``report``."""
+    from . import summaries, text
+    from .tagger import Tagger
+
+    tagger = Tagger(embedder).fit(data_set.training, data_set.techniques)
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".md", ".txt", ".html", ".htm"))
+    articles = [[s.technique_id for s in a.suggestions]
+                for a in tagger.suggest_articles([text.read_path(p) for p in paths])
+                if not isinstance(a, text.InputError)]  # fmt: skip
+    held_out = [p.ranked for p in report.predictions if p.method == summaries.OURS]
+    return {"folder": str(folder), "articles": len(articles), "passages": len(held_out),
+            "rows": summaries.hubs([*held_out, *articles])}  # fmt: skip
 
 
 def heldout(test: Path, model_folder: Path, tagger, *, progress: Progress | None = None) -> Run:

@@ -101,17 +101,38 @@ def tagger_method(embedder, *, authored: Sequence[Example] = (), **params) -> Ca
     return run
 
 
-def ablation_variants(embedder, params: dict) -> dict[str, Callable]:
-    """Ours with each fused signal removed in turn: its weight held at 0 (``frozen``) while tuning re-weights
-    the rest, so every row is tuned the same way as ours. Components whose default weight is already 0 (they
-    only enter if tuning finds a gain) are ablated the other way round: forced on at weight 1. One untuned row
-    (all defaults) shows what the tuning itself is worth."""
+def per_technique_subset(authored: Sequence[Example], n: int) -> tuple[Example, ...]:
+    """The first ``n`` authored passages written for each technique (ids ``A-<technique>-<k>``, in order)."""
+    return tuple(e for e in authored if int(e.id.rsplit("-", 1)[1]) <= n)
+
+
+def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -> dict[str, Callable]:
+    """Variants of ours, each tuned the same way:
+    - each fused signal removed in turn (its weight held at 0, ``frozen``, while tuning re-weights the rest);
+      components whose default weight is 0 are forced on at 1 instead; one untuned row (all defaults);
+    - the data: without authored passages, and a learning curve over their number per technique;
+    - the label prior over real passages only, tuning for every gold label alike, plain isotonic steps;
+    - each other encoder in ``encoders`` (name -> embedder)."""
+    authored = tuple(params.get("authored", ()))
     out = {UNTUNED: tagger_method(embedder, **params | {"tune": False, "weights": dict(DEFAULT_WEIGHTS)})}
     for name, default in DEFAULT_WEIGHTS.items():
         label, value = (f"without {name}", 0.0) if default else (f"with {name} forced to 1", 1.0)
         out[label] = tagger_method(embedder, **params | {"weights": DEFAULT_WEIGHTS | {name: value},
                                                          "frozen": (name,)})  # fmt: skip
+    if authored:
+        out["without authored passages"] = tagger_method(embedder, **params | {"authored": ()})
+        for n in LEARNING_CURVE:
+            out[f"authored: {n} per technique"] = tagger_method(
+                embedder, **params | {"authored": per_technique_subset(authored, n)})
+    out["prior over real passages only"] = tagger_method(embedder, **params | {"prior": "real"})
+    out["tuned for every gold label alike"] = tagger_method(embedder, **params | {"objective": "all"})
+    out["isotonic steps (no interpolation)"] = tagger_method(embedder, **params | {"calibration": "steps"})
+    for name, other in (encoders or {}).items():
+        out[f"encoder: {name}"] = tagger_method(other, **params)
     return out
+
+
+LEARNING_CURVE = (1, 2, 4)  # authored passages per technique in the learning-curve rows (plus "all": ours)
 
 
 def params_of(tagger: Tagger) -> dict:
@@ -166,30 +187,29 @@ def _report(config: dict, predictions: list[Prediction], techniques: Sequence[Te
     return EvalReport(config, methods, margins, ablations, predictions, folds)
 
 
-def _ablate(examples, techniques, embedder, params: dict, folds: list[Fold], tuned: list[Prediction] | None,
+def _ablate(examples, techniques, runs: dict[str, Callable], folds: list[Fold], tuned: list[Prediction] | None,
             *, step: int, total: int, progress: Progress | None) -> dict[str, dict]:  # fmt: skip
-    """Ablation rows: tuned ours (reused when the split is the same), then every ablation variant."""
-    runs = {} if tuned is not None else {f"{OURS} (tuned)": tagger_method(embedder, **params)}
-    runs |= ablation_variants(embedder, params)
+    """Ablation rows: tuned ours (reused when the split is the same, else in ``runs``), then every variant."""
     rows = {f"{OURS} (tuned)": summarise(tuned, techniques)} if tuned is not None else {}
     for name, method in runs.items():
         preds, _ = cross_validate(examples, techniques, {name: method}, folds, progress=progress, step=step,
                                   total=total, stage=f"ablation: {name}, fold")  # fmt: skip
         rows[name] = summarise(preds, techniques)
         step += len(folds)
-    return {name: {"headline": headline(s), "ranking": s["ranking"]} for name, s in rows.items()}
+    return {name: {"headline": headline(s), "ranking": s["ranking"], "calibration": s["calibration"]}
+            for name, s in rows.items()}  # fmt: skip
 
 
 def evaluate(examples: Sequence[Example], techniques: Sequence[Technique], *, embedder,
-             authored: Sequence[Example] = (), n_folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
-             tagger_params: dict | None = None, n_resamples: int = 1000,
-             progress: Progress | None = None) -> EvalReport:  # fmt: skip
+             authored: Sequence[Example] = (), n_folds: int | None = None, ablations: bool = True,
+             ablation_folds: int = 10, tagger_params: dict | None = None, n_resamples: int = 1000,
+             encoders: dict | None = None, progress: Progress | None = None) -> EvalReport:  # fmt: skip
     """Cross-validate our tagger and the baselines by incident; optionally ablate each signal.
 
     ``examples`` are the real passages (DISARM, local annotations) that folds split by incident; ``authored``
     passages join every training fold and are never tested on. ``n_folds=None`` is leave-one-incident-out.
-    Ablations run on a GroupKFold split of ``ablation_folds``
-    (capped at the number of incidents) because they multiply the cost by the number of signals.
+    Ablations (see ``ablation_variants``; ``encoders`` adds one row per other embedder) run on a GroupKFold
+    split of ``ablation_folds`` (capped at the number of incidents) because they multiply the cost.
     """
     params = dict(tagger_params or {})
     n_incidents = len({e.incident_id for e in examples})
@@ -199,8 +219,10 @@ def evaluate(examples: Sequence[Example], techniques: Sequence[Technique], *, em
     k_abl = min(ablation_folds, n_incidents)
     abl_folds = incident_folds(examples, n_folds=k_abl) if ablations else []
     reuse = bool(abl_folds) and folds == abl_folds
-    total = len(folds) + len(abl_folds) * (len(DEFAULT_WEIGHTS) + 1 + (0 if reuse else 1))
     method_params = params | {"authored": tuple(authored)}
+    runs = {} if reuse else {f"{OURS} (tuned)": tagger_method(embedder, **method_params)}
+    runs |= ablation_variants(embedder, method_params, encoders=encoders) if ablations else {}
+    total = len(folds) + len(abl_folds) * len(runs)
     methods = {OURS: tagger_method(embedder, **method_params), baselines.PRIOR: baselines.prior_method,
                baselines.TFIDF: baselines.tfidf_logreg_method}  # fmt: skip
     predictions, infos = cross_validate(examples, techniques, methods, folds, progress=progress, total=total,
@@ -208,8 +230,8 @@ def evaluate(examples: Sequence[Example], techniques: Sequence[Technique], *, em
     ablation = None
     if ablations:
         tuned = [p for p in predictions if p.method == OURS] if reuse else None
-        rows = _ablate(examples, techniques, embedder, method_params, abl_folds, tuned, step=len(folds),
-                       total=total, progress=progress)  # fmt: skip
+        rows = _ablate(examples, techniques, runs, abl_folds, tuned, step=len(folds), total=total,
+                       progress=progress)  # fmt: skip
         ablation = {"split": describe_split(k_abl, n_incidents), "reference": REFERENCE, "rows": rows}
     config = {"mode": "cross-validation", "split": describe_split(n_folds, n_incidents), "folds": len(folds),
               "ablation_folds": k_abl if ablations else None, "n_examples": len(examples),

@@ -304,3 +304,23 @@ def precision_recall_curve_points(
         tp, n_pred = int(tp_at_or_above[start]), len(s) - start
         points.append((float(t), _ratio(tp, n_pred), _ratio(tp, n_gold)))
     return points
+
+
+def expected_calibration_error(scores: Sequence[float], labels: Sequence[bool], *, bins: int = 10) -> float:
+    """Mean |mean score - share of positives| over equal-width score bins, weighted by bin size (lower is
+    better; 0.0 for no scores).
+
+    >>> round(expected_calibration_error([0.1, 0.1, 0.9, 0.9], [False, False, True, True]), 2)
+    0.1
+    >>> round(expected_calibration_error([0.5, 0.5], [True, True]), 2)
+    0.5
+    """
+    s, y = np.asarray(scores, float), np.asarray(labels, float)
+    if not len(s):
+        return 0.0
+    which = np.minimum((s * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in np.unique(which):
+        mask = which == b
+        total += mask.sum() * abs(s[mask].mean() - y[mask].mean())
+    return float(total / len(s))

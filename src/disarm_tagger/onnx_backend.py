@@ -175,28 +175,31 @@ class OnnxEncoder:
     """Sentence embeddings from an exported ONNX graph, tokenised with the `tokenizers` library.
 
     `encode` returns float32 unit vectors of shape [n, dim] in input order. Texts are sorted by length
-    within a call so each batch is padded only to its own longest text.
+    within a call so each batch is padded only to its own longest text. With ``parallel``, batches run on
+    that many Python threads at once, each session run on one core (ONNX Runtime and the tokenizer release
+    the interpreter lock); otherwise one batch at a time on ``threads`` cores.
     """
 
-    def __init__(
-        self, onnx_path: Path, tokenizer_json: Path, *, max_length: int = 256, threads: int | None = None
-    ) -> None:
+    def __init__(self, onnx_path: Path, tokenizer_json: Path, *, max_length: int = 256, threads: int | None = None,
+                 parallel: int = 1) -> None:  # fmt: skip
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.onnx_path = Path(onnx_path)
         self.tokenizer_json = Path(tokenizer_json)
         self.max_length = max_length
-        self.threads = threads
+        self.parallel = max(1, parallel)
+        self.threads = 1 if self.parallel > 1 else (threads or default_threads())
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
+        options.intra_op_num_threads = self.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(
             str(self.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = [i.name for i in self._session.get_inputs()]
         self.dim = int(self._session.get_outputs()[0].shape[1])
+        self._pool = None
 
         # The shipped tokenizer.json pads and truncates to a fixed 128: replace both settings.
         self._tokenizer = Tokenizer.from_file(str(self.tokenizer_json))
@@ -208,6 +211,16 @@ class OnnxEncoder:
             pad_token=padding.get("pad_token", "[PAD]"),
         )
 
+    def _run(self, batch: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(batch)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        feed = {name: np.asarray(columns[name], dtype=np.int64) for name in self._input_names}
+        return self._session.run(None, feed)[0]
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
         """Embed `texts`; returns float32 [len(texts), dim], L2-normalised, in input order."""
         if isinstance(texts, str):
@@ -216,14 +229,15 @@ class OnnxEncoder:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            encodings = self._tokenizer.encode_batch([texts[i] for i in idx])
-            columns = {
-                "input_ids": [e.ids for e in encodings],
-                "attention_mask": [e.attention_mask for e in encodings],
-                "token_type_ids": [e.type_ids for e in encodings],
-            }
-            feed = {name: np.asarray(columns[name], dtype=np.int64) for name in self._input_names}
-            out[idx] = self._session.run(None, feed)[0]
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        if self.parallel > 1 and len(batches) > 1:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="onnx")
+            results = self._pool.map(lambda idx: self._run([texts[i] for i in idx]), batches)
+        else:
+            results = (self._run([texts[i] for i in idx]) for idx in batches)
+        for idx, vectors in zip(batches, results):
+            out[idx] = vectors
         return out

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .version import __version__
 from .evaluate import EvalReport
-from .summaries import OURS
+from .summaries import HUB_SHARE, OURS
 
 METRICS, REPORT = "metrics.json", "report.md"
 PLOTS = {"r_at_k": "recall_at_k.png", "pr": "precision_recall.png", "tactic": "tactic_recall_at_10.png"}
@@ -175,7 +175,11 @@ HOW_TO_READ = """\
   the techniques that occur in the gold labels.
 - Brackets are 95% bootstrap intervals resampling incidents ({n} resamples). With few incidents they
   are wide: a difference inside them is not evidence.
-- **Unseen** labels had no training example in that fold: only the technique descriptions can find them.
+- **Unseen** labels had no real (DISARM or annotated) passage in that fold's training side. Authored
+  passages (written by the project from DISARM's definitions) are always training data and never make a
+  label seen: they are how unseen labels can still be found, with the technique descriptions.
+- **ECE**: expected calibration error of the scores (10 equal-width bins), over every (passage, technique)
+  pair and over each passage's top 10; lower is better.
 """
 
 
@@ -190,6 +194,9 @@ def markdown(doc: dict) -> str:
     out += [(f"- **evaluation**: {cfg['mode']}; split: {cfg['split']}; {cfg['n_examples']} passages from "
              f"{cfg['n_incidents']} incidents; {cfg['n_techniques']} techniques ranked; "
              f"embedder `{cfg['embedder']}`"), ""]  # fmt: skip
+    if cfg.get("n_authored"):
+        out[-1:] = [(f"- **authored passages**: {cfg['n_authored']:,}, in every training fold, never tested on "
+                     "(ours only; the baselines see the real passages)"), ""]  # fmt: skip
     out += [f"> **warning**: {w}" for w in cfg.get("warnings", [])] + [""] * bool(cfg.get("warnings"))
     out += [HOW_TO_READ.format(n=cfg["bootstrap_resamples"])]
 
@@ -213,10 +220,20 @@ def markdown(doc: dict) -> str:
                  "held at 0) and re-tunes the other weights inside every training fold, exactly as ours is "
                  f"tuned; deltas are against *{ab['reference']}*. The untuned row shows what tuning adds."),
                 ""]  # fmt: skip
-        rows = [[name, *(_f(h[k]) for k in ("p@1", "r@10", "map", "mrr", "micro_f1")),
-                 f"{h['map'] - ref['map']:+.3f}", f"{h['r@10'] - ref['r@10']:+.3f}"]
-                for name, h in ((n, r["headline"]) for n, r in ab["rows"].items())]  # fmt: skip
-        out += _table(["variant", "P@1", "R@10", "MAP", "MRR", "micro F1", "ΔMAP", "ΔR@10"], rows) + [""]
+        rows = [[name, *(_f(h[k]) for k in ("p@1", "r@10", "map", "micro_f1", "seen_r@10", "unseen_r@10")),
+                 f"{h['map'] - ref['map']:+.3f}", f"{h['r@10'] - ref['r@10']:+.3f}",
+                 f"{h['unseen_r@10'] - ref['unseen_r@10']:+.3f}" if h.get("unseen_r@10") is not None
+                 and ref.get("unseen_r@10") is not None else "–",
+                 _f(r.get("calibration", {}).get("ece_top10"))]
+                for name, h, r in ((n, r["headline"], r) for n, r in ab["rows"].items())]  # fmt: skip
+        out += _table(["variant", "P@1", "R@10", "MAP", "micro F1", "seen R@10", "unseen R@10", "ΔMAP", "ΔR@10",
+                       "Δunseen R@10", "ECE top 10"], rows) + [""]  # fmt: skip
+        out += [("Rows: *without X* holds signal X at weight 0; *authored: n per technique* trains with only the "
+                 "first n authored passages written for each technique (the learning curve; ours uses all); "
+                 "*prior over real passages only* counts labels on DISARM and annotated passages, not authored "
+                 "ones; *tuned for every gold label alike* tunes for R@10 over all gold labels instead of the "
+                 "mean of seen and unseen labels; *isotonic steps* is plain isotonic calibration, whose plateaus "
+                 "tie scores; *encoder: X* embeds with another encoder."), ""]  # fmt: skip
 
     origins = cfg.get("by_origin", {})
     if len(origins) > 1:
@@ -227,8 +244,8 @@ def markdown(doc: dict) -> str:
         out += _table(["origin", "passages", "P@1", "R@10", "MAP", "micro F1"], rows) + [""]
 
     out += ["## Seen and unseen labels", "",
-            ("Pooled over gold labels; a label is *seen* when the training side had at least one example "
-             "of it."), ""]  # fmt: skip
+            ("Pooled over gold labels; a label is *seen* when the training side had at least one real passage "
+             "(DISARM or annotated) of it; authored passages do not count."), ""]  # fmt: skip
     rows = [[name, bucket, s["support"], _f(s["r@10"]), _f(s["precision_at_threshold"]),
              _f(s["recall_at_threshold"]), _f(s["f1_at_threshold"])]
             for name, m in methods.items() for bucket, s in m["seen_unseen"].items()]  # fmt: skip
@@ -243,9 +260,29 @@ def markdown(doc: dict) -> str:
     out += _table(["method", "P@1", "R@10", "MAP", "MRR", "micro P", "micro R", "micro F1"], rows) + [""]
 
     out += ["## Per tactic (ours)", "", f"![recall@10 by tactic]({PLOTS['tactic']})", ""]
-    rows = [[t["id"], t["name"], t["support"], _f(t["r@10"]), _f(t["precision"]), _f(t["recall"]),
-             _f(t["f1"])] for t in ours["per_tactic"]]  # fmt: skip
-    out += _table(["tactic", "name", "gold", "R@10", "P", "R", "F1"], rows) + [""]
+    rows = [[t["id"], t["name"], t["support"], _f(t["r@10"]), t.get("unseen_support", 0), _f(t.get("unseen_r@10")),
+             _f(t["precision"]), _f(t["recall"]), _f(t["f1"])] for t in ours["per_tactic"]]  # fmt: skip
+    out += _table(["tactic", "name", "gold", "R@10", "unseen gold", "unseen R@10", "P", "R", "F1"], rows) + [""]
+
+    cal = ours.get("calibration")
+    if cal:
+        out += ["## Calibration (ours)", "",
+                (f"ECE over every (passage, technique) pair {_f(cal['ece_all'])}; over the top 10 each passage "
+                 f"shows {_f(cal['ece_top10'])}. The ablations give the same for plain isotonic steps."), ""]
+
+    hub_rows = ours.get("hubs", [])
+    out += ["## Hub techniques (ours)", "",
+            ("Techniques in the top 10 of at least 20% of the held-out passages, with how often they are gold. "
+             f"A *hub* is in more than {int(HUB_SHARE * 100)}% of top 10s and more than twice as often as it is "
+             "gold: a suggestion that comes regardless of content."), ""]  # fmt: skip
+    rows = [[h["id"], _f(h["share"], 2), _f(h["gold_rate"], 2), "yes" if h["hub"] else "no"] for h in hub_rows]
+    out += (_table(["technique", "share of top 10s", "gold rate", "hub"], rows) if rows else ["None."]) + [""]
+    art = cfg.get("article_hubs")
+    if art:
+        out += [(f"Over the {art['passages']} held-out passages and {art['articles']} article(s) of `{art['folder']}` "
+                 "(tagged by a model fitted on all the data), without gold labels:"), ""]  # fmt: skip
+        rows = [[h["id"], _f(h["share"], 2), "yes" if h["hub"] else "no"] for h in art["rows"]]
+        out += (_table(["technique", "share of top 10s", "over 30%"], rows) if rows else ["None."]) + [""]
 
     techs = ours["per_technique"]
     out += ["## Per technique (ours)", "",

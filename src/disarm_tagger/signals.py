@@ -13,8 +13,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIGNALS = ("knn", "ridge", "cooc", "zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon", "prior")
-SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # only labels seen in training take part
+SIGNALS = ("knn", "knn_authored", "centroid", "ridge", "cooc", "zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon",
+           "prior")  # fmt: skip
+# knn: real passages (DISARM, analysts' annotations) as neighbours; knn_authored: authored passages as neighbours;
+# centroid: similarity to the mean of each technique's authored passages. Each ranks only the labels it has
+# examples of; the other signals rank every label.
+SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # labels with a training example (any origin)
 ZERO_SHOT = ("zs_name", "zs_full")  # similarity to technique names / names + summaries, column-normalised
 
 
@@ -53,6 +57,16 @@ def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperatur
     s = sim[pool] / temperature
     w = np.exp(s - s.max()) * weight[pool]
     return (w / w.sum()) @ Y[pool]
+
+
+def centroids(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Unit-length mean of the rows of X carrying each label [L, d] (zero for a label no row carries).
+
+    >>> centroids(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1, 1], [0, 1]])).round(3).tolist()
+    [[1.0, 0.0], [0.707, 0.707]]
+    """
+    sums = Y.T @ X
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
 def cooccurrence(knn: np.ndarray, Y: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .metrics import (
     PRF,
+    expected_calibration_error,
     average_precision_score,
     bootstrap_interval,
     bootstrap_metric,
@@ -99,7 +100,8 @@ def per_technique(preds: Sequence[Prediction], techniques: Sequence[Technique]) 
 
 
 def per_tactic(preds: Sequence[Prediction], techniques: Sequence[Technique]) -> list[dict]:
-    """Per tactic: gold labels of its techniques (support), pooled recall@10 and micro P/R/F1 at threshold."""
+    """Per tactic: gold labels of its techniques (support), pooled recall@10, the same for the unseen slice
+    (gold labels with no real training passage in their fold), and micro P/R/F1 at threshold."""
     tactic_of = {t.id: t.tactic_id for t in techniques}
     names, members = {}, {}
     for t in techniques:
@@ -112,9 +114,47 @@ def per_tactic(preds: Sequence[Prediction], techniques: Sequence[Technique]) -> 
         if not pairs and not any(tactic_of.get(lab) == tactic for p in predicted for lab in p):
             continue
         hit = sum(lab in _top(p) for lab, p in pairs)
+        unseen = [(lab, p) for lab, p in pairs if lab not in p.seen]
         s = set_prf(predicted, gold, average="micro", labels=members[tactic])
         rows.append({"id": tactic, "name": names[tactic], "support": len(pairs),
-                     "r@10": hit / len(pairs) if pairs else None} | _prf(s))  # fmt: skip
+                     "r@10": hit / len(pairs) if pairs else None, "unseen_support": len(unseen),
+                     "unseen_r@10": sum(lab in _top(p) for lab, p in unseen) / len(unseen) if unseen else None}
+                    | _prf(s))  # fmt: skip
+    return rows
+
+
+def calibration(preds: Sequence[Prediction]) -> dict:
+    """Expected calibration error of the scores: over every (passage, technique) pair, and over the top 10
+    each passage shows (what an analyst reads)."""
+    every = [(score, lab in p.gold) for p in preds for lab, score in zip(p.ranked, p.scores)]
+    shown = [(score, lab in p.gold) for p in preds for lab, score in zip(p.ranked[:10], p.scores[:10])]
+    return {name: expected_calibration_error([s for s, _ in pairs], [g for _, g in pairs])
+            for name, pairs in (("ece_all", every), ("ece_top10", shown))}  # fmt: skip
+
+
+HUB_SHARE = 0.30  # a technique in more top 10s than this, and more than twice as often as it is gold, is a hub
+
+
+def hubs(rankings: Sequence[Sequence[str]], golds: Sequence[Sequence[str]] | None = None,
+         *, floor: float = 0.2) -> list[dict]:  # fmt: skip
+    """Techniques found in the top 10 of at least ``floor`` of the documents: their share, their gold rate
+    (when gold labels are given) and whether that makes them a hub (content-blind noise).
+
+    >>> hubs([["a", "b"], ["a", "c"], ["a", "d"]], [["b"], ["c"], ["d"]], floor=0.5)
+    [{'id': 'a', 'share': 1.0, 'gold_rate': 0.0, 'hub': True}]
+    """
+    n = len(rankings)
+    counts: dict[str, int] = {}
+    for ranked in rankings:
+        for lab in set(ranked[:10]):
+            counts[lab] = counts.get(lab, 0) + 1
+    rows = []
+    for lab, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if c / n < floor:
+            continue
+        rate = sum(lab in g for g in golds) / n if golds is not None else None
+        rows.append({"id": lab, "share": c / n, "gold_rate": rate,
+                     "hub": c / n > HUB_SHARE and (rate is None or c / n > 2 * rate)})  # fmt: skip
     return rows
 
 
@@ -137,6 +177,8 @@ def summarise(preds: Sequence[Prediction], techniques: Sequence[Technique]) -> d
         "per_technique": per_technique(preds, techniques),
         "per_tactic": per_tactic(preds, techniques),
         "pr_curve": [list(pt) for pt in precision_recall_curve_points(scores, gold, thresholds=PR_GRID)],
+        "calibration": calibration(preds),
+        "hubs": hubs(ranked, [p.gold for p in preds]),
     }
     return out | {"headline": headline(out)}
 

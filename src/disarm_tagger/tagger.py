@@ -43,6 +43,12 @@ def check_is_fitted(tagger: Tagger) -> None:
         raise NotFittedError("this Tagger is not fitted: call fit() or disarm_tagger.load()")
 
 
+def _half(x: np.ndarray) -> np.ndarray:
+    """float32 values that float16 holds exactly: a model folder then stores embeddings in half the space and
+    the loaded tagger scores exactly as the fitted one (cosines change by about 1e-3)."""
+    return np.asarray(x, dtype=np.float16).astype(np.float32)
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -61,15 +67,16 @@ class _Query:
 
 class Tagger:
     # Learned state, listed once: persist writes and reads exactly these (plus the two TF-IDF spaces).
-    _ARRAYS = ("U_", "unit_owner_", "unit_starts_", "doc_emb_", "Y_", "T_name_", "T_full_", "W_", "incidents_",
+    _ARRAYS = ("U_", "unit_owner_", "unit_starts_", "doc_emb_", "Y_", "T_name_", "T_full_", "W_", "C_", "incidents_",
                "authored_", "prior_", "zs_mean_", "zs_std_", "calib_x_", "calib_y_")  # fmt: skip
     _JSON = ("classes_", "weights_", "authored_weight_", "threshold_", "cv_metrics_", "lexicon_")
     _TFIDF = ("tfidf_", "name_tfidf_")
+    _HALF = ("U_", "doc_emb_", "T_name_", "T_full_", "C_")  # embeddings: kept at float16 precision, stored as float16
 
     def __init__(self, embedder=None, *, weights: dict | None = None, tune: bool = True,
                  temperature: float = 0.05, rrf_k: float = 10.0, ridge_alpha: float = 1.0,
                  max_per_parent: int = 3, frozen: tuple[str, ...] = (), authored_weight: float | None = None,
-                 prior: str = "all", calibration: str = "interpolated"):  # fmt: skip
+                 prior: str = "all", calibration: str = "interpolated", objective: str = "balanced"):  # fmt: skip
         self.embedder = embedder
         self.weights = weights
         self.tune = tune
@@ -81,6 +88,7 @@ class Tagger:
         self.authored_weight = authored_weight  # None: tuned over AUTHORED_GRID
         self.prior = prior
         self.calibration = calibration  # "interpolated" or "steps" (plain isotonic, for comparison)
+        self.objective = objective  # what tuning maximises: see OBJECTIVES
 
     def get_params(self, deep: bool = False) -> dict:
         """The constructor arguments, as scikit-learn's ``get_params``."""
@@ -109,6 +117,8 @@ class Tagger:
             raise ValueError("no training examples")
         if self.prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, not {self.prior!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
         emb = self.embedder_
         self.classes_ = tuple(sorted(t.id for t in techniques))
         index = {c: i for i, c in enumerate(self.classes_)}
@@ -126,14 +136,23 @@ class Tagger:
         unit_texts = [u.text for d in docs for u in d.units]
         self.unit_owner_ = np.repeat(np.arange(len(examples)), [len(d.units) for d in docs])
         self.unit_starts_ = np.searchsorted(self.unit_owner_, np.arange(len(examples)))
-        self.U_ = emb.encode(unit_texts)
-        self.doc_emb_ = _normalise(np.add.reduceat(self.U_, self.unit_starts_, axis=0))
+        self.U_ = _half(emb.encode(unit_texts))
+        self.doc_emb_ = _half(_normalise(np.add.reduceat(self.U_, self.unit_starts_, axis=0)))
         names, fulls, lexical_texts = technique_texts(self.techniques_)
-        self.T_name_, self.T_full_ = emb.encode(names), emb.encode(fulls)
-        self.tfidf_ = lexical.Tfidf.fit("words", lexical_texts + [e.text for e in examples]).index(lexical_texts)
+        self.T_name_, self.T_full_ = _half(emb.encode(names)), _half(emb.encode(fulls))
+        # each technique's TF-IDF text: its name and definition, then the passages authored for it
+        authored_text: dict[str, list[str]] = {c: [] for c in self.classes_}
+        for e in examples:
+            if e.origin == AUTHORED:
+                for lab in e.labels:
+                    authored_text[lab].append(e.text)
+        lexical_texts = [" ".join([t, *authored_text[c]]) for t, c in zip(lexical_texts, self.classes_)]
+        real_texts = [e.text for e in examples if e.origin != AUTHORED]
+        self.tfidf_ = lexical.Tfidf.fit("words", lexical_texts + real_texts).index(lexical_texts)
         self.name_tfidf_ = lexical.Tfidf.fit("names", names).index(names)
         self.lexicon_ = sig.build_lexicon(self.techniques_)
         self.authored_ = authored
+        self.C_ = _half(sig.centroids(self.doc_emb_[authored], self.Y_[authored]))
         real = np.flatnonzero(~authored)
         if not len(real):
             raise ValueError("no real (DISARM or analyst-annotated) passages to tune and calibrate on")
@@ -155,8 +174,10 @@ class Tagger:
                    for q, r, i in zip(queries, raw, real)]  # fmt: skip
             weights = dict(self.weights or DEFAULT_WEIGHTS)
             if self.tune:
-                weights = tune_weights(oof, Y_real, weights, k=self.rrf_k, frozen=frozenset(self.frozen))
-            runs[w_auth] = (objective(oof, Y_real, weights, k=self.rrf_k), weights, oof)
+                weights = tune_weights(oof, Y_real, weights, k=self.rrf_k, frozen=frozenset(self.frozen),
+                                       balanced=self.objective == "balanced")  # fmt: skip
+            score = objective(oof, Y_real, weights, k=self.rrf_k, balanced=self.objective == "balanced")
+            runs[w_auth] = (score, weights, oof)
         chosen = 1.0 if 1.0 in runs else grid[0]  # the default stays unless another is clearly better
         challenger = max(runs, key=lambda w: runs[w][0])
         if runs[challenger][0] > runs[chosen][0] + MIN_GAIN:
@@ -202,6 +223,7 @@ class Tagger:
         json_state["classes_"] = list(self.classes_)
         json_state["lexicon_"] = {term: list(ix) for term, ix in self.lexicon_.items()}
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        arrays |= {name: arrays[name].astype(np.float16) for name in self._HALF}  # exact: see _half
         for name in self._TFIDF:
             js, arr = getattr(self, name).state()
             json_state[name] = js
@@ -218,7 +240,7 @@ class Tagger:
         tagger.classes_ = tuple(json_state["classes_"])
         tagger.lexicon_ = {term: tuple(ix) for term, ix in json_state["lexicon_"].items()}
         for name in cls._ARRAYS:
-            setattr(tagger, name, np.asarray(arrays[name]))
+            setattr(tagger, name, np.asarray(arrays[name], dtype=np.float32 if name in cls._HALF else None))
         for name in cls._TFIDF:
             prefix = f"{name}."
             own = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
@@ -253,16 +275,22 @@ class Tagger:
         for i, k in enumerate(sig.ZERO_SHOT):
             out[k] = sig.column_normalise(raw[k], self.zs_mean_[i], self.zs_std_[i])
         weight = self.sample_weight_ * pool
+        real = weight * ~self.authored_
+        n = len(self.classes_)
         if len(q.Q) and pool.any():
             sim = sig.example_similarity(q.Q, self.U_, self.unit_starts_, q.mean, self.doc_emb_)
-            out["knn"] = sig.knn_scores(sim, self.Y_, weight, temperature=self.temperature)
+            out["knn"] = sig.knn_scores(sim, self.Y_, real, temperature=self.temperature)
+            out["knn_authored"] = sig.knn_scores(sim, self.Y_, self.authored_ * 1.0, temperature=self.temperature)
+            out["centroid"] = sig.zero_shot(q.Q, self.C_)
             out["ridge"] = q.mean @ (self.W_ if W is None else W)
-            out["cooc"] = sig.cooccurrence(out["knn"], self.Y_, weight)
+            out["cooc"] = sig.cooccurrence(out["knn"], self.Y_, real)
         else:
-            out["knn"] = out["ridge"] = out["cooc"] = np.zeros(len(self.classes_))
+            out |= {k: np.zeros(n) for k in ("knn", "knn_authored", "centroid", "ridge", "cooc")}
         out["prior"] = self.prior_ if W is None else self._prior(pool)
         seen = weight @ self.Y_ > 0
-        active = {k: seen if k in sig.SUPERVISED else np.ones(len(seen), bool) for k in sig.SIGNALS}
+        active = {k: seen if k in sig.SUPERVISED else np.ones(n, bool) for k in sig.SIGNALS}
+        active["knn"] = real @ self.Y_ > 0
+        active["knn_authored"] = active["centroid"] = self.authored_ @ self.Y_ > 0
         active["lexicon"] = out["lexicon"] > 0
         active["name_tfidf"] = out["name_tfidf"] > 0
         return out, active
@@ -377,24 +405,39 @@ def technique_texts(techniques: Sequence[Technique]) -> tuple[list[str], list[st
     return names, fulls, [f"{n}. {f}" for n, f in zip(names, fulls)]
 
 
-def objective(oof: list, Y: np.ndarray, weights: dict, *, k: float) -> float:
-    """(MAP + R@10) / 2 of the fused out-of-fold signals: what tuning maximises."""
-    from .metrics import average_precision_score, recall_at_k
+OBJECTIVES = ("balanced", "all")
 
-    total = 0.0
+
+def objective(oof: list, Y: np.ndarray, weights: dict, *, k: float, balanced: bool = True) -> float:
+    """What tuning maximises on the out-of-fold signals: (MAP + R@10) / 2 over every gold label ("all"), or
+    with R@10 the mean of its value on gold labels that had a real training passage in the pool and on those
+    that had none ("balanced"). DISARM's passages favour a few tactics; the texts analysts tag elsewhere mostly
+    carry labels DISARM has no passage for, so "balanced" gives both kinds an equal say."""
+    from .metrics import average_precision_score
+
+    ap, hits = 0.0, {True: [0, 0], False: [0, 0]}
     for (s, a), y in zip(oof, Y):
         gold = set(np.flatnonzero(y))
         ranked = list(np.argsort(-fuse(s, a, weights, k=k), kind="stable"))
-        total += average_precision_score(ranked, gold) + recall_at_k(ranked, gold, k=10)
-    return total / (2 * len(Y))
+        ap += average_precision_score(ranked, gold)
+        top = set(ranked[:10])
+        for g in gold:
+            had_real = bool(a["knn"][g])
+            hits[had_real][0] += g in top
+            hits[had_real][1] += 1
+    if balanced and hits[True][1] and hits[False][1]:
+        recall = 0.5 * (hits[True][0] / hits[True][1] + hits[False][0] / hits[False][1])
+    else:
+        recall = (hits[True][0] + hits[False][0]) / max(hits[True][1] + hits[False][1], 1)
+    return (ap / max(len(Y), 1) + recall) / 2
 
 
 def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: int = 1,
-                 frozen: frozenset = frozenset()) -> dict:  # fmt: skip
+                 frozen: frozenset = frozenset(), balanced: bool = True) -> dict:  # fmt: skip
     """Coordinate ascent over fusion weights on out-of-fold signals. A step is taken only for a gain above
     MIN_GAIN: with a few dozen incidents, smaller gains are noise. ``frozen`` weights are never changed
     (ablations hold a removed signal at 0)."""
-    best_w, best = dict(weights), objective(oof, Y, weights, k=k)
+    best_w, best = dict(weights), objective(oof, Y, weights, k=k, balanced=balanced)
     for _ in range(passes):
         for name in (*sig.SIGNALS, "unseen"):
             if name in frozen:
@@ -402,7 +445,7 @@ def tune_weights(oof: list, Y: np.ndarray, weights: dict, *, k: float, passes: i
             for value in WEIGHT_GRID:
                 trial = best_w | {name: value}
                 if trial != best_w and any(trial.values()):
-                    score = objective(oof, Y, trial, k=k)
+                    score = objective(oof, Y, trial, k=k, balanced=balanced)
                     if score > best + MIN_GAIN:
                         best_w, best = trial, score
     return best_w

@@ -12,6 +12,7 @@ import functools
 import html
 import math
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -278,13 +279,30 @@ def _import_spacy():
     return spacy
 
 
+_NLP_LOCK = threading.Lock()
+
+
 @functools.lru_cache(maxsize=1)
-def _nlp():
+def _build_nlp():
     spacy = _import_spacy()
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     return nlp
+
+
+def _nlp():
+    with _NLP_LOCK:  # built once even when warm_up's thread is still building it
+        return _build_nlp()
+
+
+def warm_up() -> threading.Thread:
+    """Build the sentencizer in a background thread: importing spaCy takes about a second of pure Python,
+    which overlaps with what a caller does meanwhile outside the interpreter lock (reading a model's arrays,
+    starting the ONNX session). The first split_sentences then finds it ready."""
+    thread = threading.Thread(target=_nlp, name="spacy-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _trimmed(text: str, start: int, end: int) -> Span | None:
