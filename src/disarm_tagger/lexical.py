@@ -80,7 +80,7 @@ class Tfidf:
         rows_, terms_, values_ = (np.concatenate(a) if a else np.zeros(0) for a in (rows, terms, values))
         order = np.argsort(terms_, kind="stable")
         indptr = np.searchsorted(terms_[order], np.arange(len(self.vocabulary) + 1))
-        self.matrix = (indptr, rows_[order].astype(np.int32), values_[order])
+        self.matrix = (indptr, rows_[order].astype(np.int32), values_[order].astype(np.float32))
         self.n_rows = len(texts)
         return self
 

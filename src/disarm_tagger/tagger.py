@@ -72,6 +72,7 @@ class Tagger:
     _JSON = ("classes_", "weights_", "authored_weight_", "threshold_", "cv_metrics_", "lexicon_")
     _TFIDF = ("tfidf_", "name_tfidf_")
     _HALF = ("U_", "doc_emb_", "T_name_", "T_full_", "C_")  # embeddings: kept at float16 precision, stored as float16
+    _SMALL = {"Y_": np.uint8, "W_": np.float32}  # stored in these types, exactly: 0/1 labels, float32-rounded weights
 
     def __init__(self, embedder=None, *, weights: dict | None = None, tune: bool = True,
                  temperature: float = 0.05, rrf_k: float = 10.0, ridge_alpha: float = 1.0,
@@ -185,7 +186,8 @@ class Tagger:
         self.authored_weight_ = chosen
         _, self.weights_, oof = runs[chosen]
         self.prior_ = self._prior(np.ones(len(examples), bool))
-        self.W_ = sig.ridge_weights(self.doc_emb_, self.Y_, alpha=self.ridge_alpha, sample_weight=self.sample_weight_)
+        W = sig.ridge_weights(self.doc_emb_, self.Y_, alpha=self.ridge_alpha, sample_weight=self.sample_weight_)
+        self.W_ = W.astype(np.float32).astype(np.float64)  # float32 on disk, so exactly what was fitted
         fused = np.array([fuse(s, a, self.weights_, k=self.rrf_k) for s, a in oof])
         self._calibrate(fused, Y_real)
         return self
@@ -224,6 +226,7 @@ class Tagger:
         json_state["lexicon_"] = {term: list(ix) for term, ix in self.lexicon_.items()}
         arrays = {name: getattr(self, name) for name in self._ARRAYS}
         arrays |= {name: arrays[name].astype(np.float16) for name in self._HALF}  # exact: see _half
+        arrays |= {name: arrays[name].astype(dtype) for name, dtype in self._SMALL.items()}
         for name in self._TFIDF:
             js, arr = getattr(self, name).state()
             json_state[name] = js
@@ -240,7 +243,8 @@ class Tagger:
         tagger.classes_ = tuple(json_state["classes_"])
         tagger.lexicon_ = {term: tuple(ix) for term, ix in json_state["lexicon_"].items()}
         for name in cls._ARRAYS:
-            setattr(tagger, name, np.asarray(arrays[name], dtype=np.float32 if name in cls._HALF else None))
+            dtype = np.float32 if name in cls._HALF else np.float64 if name in cls._SMALL else None
+            setattr(tagger, name, np.asarray(arrays[name], dtype=dtype))
         for name in cls._TFIDF:
             prefix = f"{name}."
             own = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
