@@ -141,6 +141,42 @@ def test_authored_passages_are_neighbours_but_never_tuned_on(fake_embedder):
     assert top[0].technique_id == "T0003.002"
 
 
+def _top10_share(scores: np.ndarray) -> np.ndarray:
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    return np.bincount(top.ravel(), minlength=scores.shape[1]) / len(scores)
+
+
+def test_hub_cap_penalises_only_the_content_blind_label(fake_embedder):
+    rng = np.random.default_rng(1)
+    Y = np.eye(60)[rng.integers(1, 60, 80)]  # label 0 is never gold
+    fused = Y + 0.5 * rng.random(Y.shape)
+    np.testing.assert_array_equal(tagger_module.hub_penalties(fused, Y), 0.0)  # no hub: nothing changes
+    fused[:, 0] += 0.9  # label 0 now sits in every top 10 whatever the passage says
+    assert _top10_share(fused)[0] == 1.0
+    penalty = tagger_module.hub_penalties(fused, Y)
+    assert penalty[0] > 0 and not penalty[1:].any()
+    assert 0.15 < _top10_share(fused - penalty)[0] <= 0.3  # down under the cap, not to nothing
+    assert (_top10_share(fused - penalty) <= 0.3).all()
+
+
+def test_hub_cap_leaves_a_frequent_gold_label_alone():
+    rng = np.random.default_rng(2)
+    Y = np.eye(60)[rng.integers(1, 60, 80)]
+    Y[:40, 0] = 1  # label 0 is gold in half the passages: its place in most top 10s is earned
+    fused = Y + 0.5 * rng.random(Y.shape) + 0.9 * (np.arange(60) == 0)
+    assert _top10_share(fused)[0] == 1.0
+    np.testing.assert_array_equal(tagger_module.hub_penalties(fused, Y), 0.0)
+
+
+def test_fitted_scores_subtract_the_hub_penalties(fitted, fake_embedder):
+    assert fitted.hub_.shape == (len(TECHNIQUES),)
+    capped = Tagger.from_state(*fitted.state(), fitted.techniques_, fake_embedder)
+    capped.hub_ = np.where(np.arange(len(TECHNIQUES)) == 0, 0.05, 0.0)
+    text = ["a website with a domain and neural network faces"]
+    assert capped.predict_proba(text)[0, 0] < fitted.predict_proba(text)[0, 0]
+    assert not Tagger(fake_embedder, hub_cap=False).fit(_examples(), TECHNIQUES).hub_.any()
+
+
 def test_unknown_label_in_training_data_is_an_error(fake_embedder):
     bad = [Example("x", "I9", "I9", "text", ("T9999",))]
     with pytest.raises(ValueError, match="T9999"):
@@ -160,12 +196,12 @@ def test_suggestions_carry_exact_evidence_offsets(fitted):
     text = "Nothing here.\nA messaging channel relayed posts to subscribers. Then it rained."
     suggestions = fitted.suggest(text, top_k=3)
     assert [s.rank for s in suggestions] == [1, 2, 3]
-    assert suggestions[0].technique_id == "T0001"
     for s in suggestions:
         assert 1 <= len(s.evidence) <= 3
         for ev in s.evidence:
             assert text[ev.start : ev.end] == ev.text
-    assert "messaging channel" in suggestions[0].evidence[0].text
+    chat = next(s for s in suggestions if s.technique_id == "T0001")
+    assert "messaging channel" in chat.evidence[0].text
 
 
 def test_min_score_filters(fitted):

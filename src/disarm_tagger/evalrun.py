@@ -19,6 +19,7 @@ class Run:
     report: EvalReport
     provenance: dict  # what was evaluated: training data (sha256) or test file and model
     command: str  # the command line that reproduces it
+    commit: str = "unknown"  # the code's git commit when the run started
 
 
 def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
@@ -28,7 +29,9 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
     """Cross-validate on a training_data folder by incident. Raises corpus.CorpusError, evaluate.EvalError,
     embed.EmbedderError."""
     from .embed import CachedEmbedder, embedder_for, load_embedder
+    from .report import git_commit
 
+    commit = git_commit()
     data_set = corpus.load_corpus(data, include_local=local, include_authored=authored)
     embedder = CachedEmbedder(load_embedder(backend), cache)
     others = {spec: CachedEmbedder(embedder_for(spec), share=embedder) for spec in compare_encoders}
@@ -46,17 +49,18 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
             *(["--backend", backend] if backend else []),
             *(arg for spec in compare_encoders for arg in ("--compare-encoder", spec)),
             *(["--articles", str(articles)] if articles is not None else [])]  # fmt: skip
-    return Run(report, corpus.provenance(data_set, data), shlex.join(["disarm-tagger", "eval", *argv]))
+    return Run(report, corpus.provenance(data_set, data), shlex.join(["disarm-tagger", "eval", *argv]), commit)
 
 
 def article_hubs(data_set, embedder, folder: Path, report: EvalReport) -> dict:
-    """Hub techniques over real articles (every .md/.txt/.html file in ``folder``, tagged by a tagger fitted on
+    """Hub techniques over real articles (every .md/.txt/.html file in ``folder`` but READMEs, tagged by a tagger fitted on
     all the training data, as `train` fits it) together with the held-out DISARM passages of ``report``."""
     from . import summaries, text
     from .tagger import Tagger
 
     tagger = Tagger(embedder).fit(data_set.training, data_set.techniques)
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".md", ".txt", ".html", ".htm"))
+    paths = sorted(p for p in Path(folder).rglob("*")
+                   if p.suffix.lower() in (".md", ".txt", ".html", ".htm") and not p.stem.upper().startswith("README"))
     articles = [[s.technique_id for s in a.suggestions]
                 for a in tagger.suggest_articles([text.read_path(p) for p in paths])
                 if not isinstance(a, text.InputError)]  # fmt: skip
@@ -67,13 +71,15 @@ def article_hubs(data_set, embedder, folder: Path, report: EvalReport) -> dict:
 
 def heldout(test: Path, model_folder: Path, tagger, *, progress: Progress | None = None) -> Run:
     """Score a loaded model on a labelled JSONL file (examples schema)."""
+    from .report import git_commit
     from .schema import Example
 
+    commit = git_commit()
     examples = corpus.read_jsonl(test, Example)
     report = evaluate.evaluate_model(tagger, examples, progress=progress)
     provenance = evaluate.heldout_provenance(test, model_folder, tagger)
     return Run(report, provenance, shlex.join(["disarm-tagger", "eval", "--test", str(test), "--model",
-                                               str(model_folder)]))  # fmt: skip
+                                               str(model_folder)]), commit)  # fmt: skip
 
 
 def gate_problems(run: Run, *, gates: dict[str, float], committed: dict | None, tolerance: float) -> list[str]:

@@ -95,7 +95,8 @@ def tagger_method(embedder, *, authored: Sequence[Example] = (), **params) -> Ca
         tagger = Tagger(embedder, **params).fit([*train, *authored], techniques)
         weights = {k: float(v) for k, v in tagger.weights_.items()}
         info = {"threshold": float(tagger.threshold_), "weights": weights,
-                "authored_weight": float(tagger.authored_weight_)}  # fmt: skip
+                "authored_weight": float(tagger.authored_weight_),
+                "hubs_penalised": [c for c, v in zip(tagger.classes_, tagger.hub_) if v]}  # fmt: skip
         return tagger_rows(tagger, texts), info
 
     return run
@@ -111,7 +112,8 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
     - each fused signal removed in turn (its weight held at 0, ``frozen``, while tuning re-weights the rest);
       components whose default weight is 0 are forced on at 1 instead; one untuned row (all defaults);
     - the data: without authored passages, and a learning curve over their number per technique;
-    - the label prior over real passages only, tuning for every gold label alike, plain isotonic steps;
+    - the label prior over real passages only (forced on), tuning for every gold label alike, plain isotonic steps, no hub
+      cap;
     - each other encoder in ``encoders`` (name -> embedder)."""
     authored = tuple(params.get("authored", ()))
     out = {UNTUNED: tagger_method(embedder, **params | {"tune": False, "weights": dict(DEFAULT_WEIGHTS)})}
@@ -124,9 +126,11 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
         for n in LEARNING_CURVE:
             out[f"authored: {n} per technique"] = tagger_method(
                 embedder, **params | {"authored": per_technique_subset(authored, n)})
-    out["prior over real passages only"] = tagger_method(embedder, **params | {"prior": "real"})
+    out["prior over real passages only, forced to 1"] = tagger_method(
+        embedder, **params | {"prior": "real", "weights": DEFAULT_WEIGHTS | {"prior": 1.0}, "frozen": ("prior",)})
     out["tuned for every gold label alike"] = tagger_method(embedder, **params | {"objective": "all"})
     out["isotonic steps (no interpolation)"] = tagger_method(embedder, **params | {"calibration": "steps"})
+    out["without the hub cap"] = tagger_method(embedder, **params | {"hub_cap": False})
     for name, other in (encoders or {}).items():
         out[f"encoder: {name}"] = tagger_method(other, **params)
     return out

@@ -33,7 +33,7 @@ from .corpus import DISARM_STIX, read_jsonl, read_stix_objects, sha256_file, wri
 from .schema import Technique
 from .tagger import Tagger, check_is_fitted
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 META, CONFIG, ARRAYS, CATALOGUE, CARD = "meta.json", "config.json", "arrays.npz", "techniques.jsonl", "README.md"
 VERIFIED = (CONFIG, ARRAYS, CATALOGUE)  # README.md is documentation: hashed too, but not required
 LIBRARIES = ("disarm-tagger", "numpy", "scikit-learn", "sentence-transformers", "torch", "onnxruntime", "spacy",
@@ -91,6 +91,7 @@ def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, disarm
             "provenance": provenance or {},
             "weights": tagger.weights_,
             "authored_weight": tagger.authored_weight_,
+            "hub_penalties": {c: round(float(v), 6) for c, v in zip(tagger.classes_, tagger.hub_) if v},
             "threshold": tagger.threshold_,
             "cv": tagger.cv_metrics_,
         }

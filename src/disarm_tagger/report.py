@@ -21,7 +21,8 @@ TOP_TECHNIQUES = 40
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    """HEAD of the repository holding this code (``+dirty`` with uncommitted changes), else "unknown"."""
+    """HEAD of the repository holding this code (``+dirty`` with uncommitted changes), else "unknown". Read it
+    when a run starts: the code that ran is the code of that moment."""
     cwd = cwd or Path(__file__).resolve().parent
 
     def git(*args: str) -> subprocess.CompletedProcess:
@@ -48,7 +49,8 @@ def _round(obj, nd: int = 6):
     return obj
 
 
-def to_json(report: EvalReport, *, command: str, provenance: dict, date: str | None = None) -> dict:
+def to_json(report: EvalReport, *, command: str, provenance: dict, date: str | None = None,
+            commit: str | None = None) -> dict:  # fmt: skip
     """The metrics.json document: provenance, config, method -> metrics, margins, ablations, folds and
     our per-passage results (top 10 and predicted set)."""
     docs = [{"fold": p.fold, "example_id": p.example_id, "incident_id": p.incident_id, "gold": sorted(p.gold),
@@ -56,7 +58,7 @@ def to_json(report: EvalReport, *, command: str, provenance: dict, date: str | N
             for p in sorted(report.predictions, key=lambda p: p.example_id) if p.method == OURS]  # fmt: skip
     return _round({
         "generated": {"date": date or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                      "command": command, "git_commit": git_commit(), "disarm_tagger": __version__},
+                      "command": command, "git_commit": commit or git_commit(), "disarm_tagger": __version__},
         "data": provenance,
         "config": report.config,
         "methods": report.methods,
@@ -67,12 +69,12 @@ def to_json(report: EvalReport, *, command: str, provenance: dict, date: str | N
     })  # fmt: skip
 
 
-def write(report: EvalReport, out: Path, *, command: str, provenance: dict,
-          date: str | None = None) -> list[Path]:  # fmt: skip
+def write(report: EvalReport, out: Path, *, command: str, provenance: dict, date: str | None = None,
+          commit: str | None = None) -> list[Path]:  # fmt: skip
     """Write metrics.json, report.md and the plots into ``out``; return the paths written."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = to_json(report, command=command, provenance=provenance, date=date)
+    doc = to_json(report, command=command, provenance=provenance, date=date, commit=commit)
     (out / METRICS).write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     written = [out / METRICS, *draw_plots(doc, out)]
     (out / REPORT).write_text(markdown(doc), encoding="utf-8")
@@ -230,10 +232,12 @@ def markdown(doc: dict) -> str:
                        "Δunseen R@10", "ECE top 10"], rows) + [""]  # fmt: skip
         out += [("Rows: *without X* holds signal X at weight 0; *authored: n per technique* trains with only the "
                  "first n authored passages written for each technique (the learning curve; ours uses all); "
-                 "*prior over real passages only* counts labels on DISARM and annotated passages, not authored "
-                 "ones; *tuned for every gold label alike* tunes for R@10 over all gold labels instead of the "
+                 "*with prior forced to 1* turns on the label prior (default weight 0: it carries DISARM's annotation "
+                 "skew) counted over every origin, authored passages weighted; *prior over real passages only, forced "
+                 "to 1* counts labels on DISARM and annotated passages only; *tuned for every gold label alike* tunes for R@10 over all gold labels instead of the "
                  "mean of seen and unseen labels; *isotonic steps* is plain isotonic calibration, whose plateaus "
-                 "tie scores; *encoder: X* embeds with another encoder."), ""]  # fmt: skip
+                 "tie scores; *without the hub cap* leaves techniques that crowd every top 10 unpenalised; "
+                 "*encoder: X* embeds with another encoder."), ""]  # fmt: skip
 
     origins = cfg.get("by_origin", {})
     if len(origins) > 1:
@@ -298,4 +302,12 @@ def markdown(doc: dict) -> str:
                 (f"Threshold: min {thresholds[0]:.3f}, median {thresholds[len(thresholds) // 2]:.3f}, "
                  f"max {thresholds[-1]:.3f} over {len(thresholds)} fold(s); the per-fold thresholds and "
                  f"fusion weights are in {METRICS}."), ""]  # fmt: skip
+    capped: dict[str, int] = {}
+    for f in doc["folds"]:
+        for tid in f.get("hubs_penalised", ()):
+            capped[tid] = capped.get(tid, 0) + 1
+    if capped:
+        out += [("Hub cap: techniques penalised as hubs in the training side of each fold (folds): "
+                 + ", ".join(f"{t} ({n})" for t, n in sorted(capped.items(), key=lambda kv: (-kv[1], kv[0])))
+                 + "."), ""]  # fmt: skip
     return "\n".join(out)

@@ -25,11 +25,13 @@ from . import text as textmod
 from .schema import Article, Evidence, Example, Suggestion, Technique
 
 WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0)
-DEFAULT_WEIGHTS = {name: 1.0 for name in sig.SIGNALS} | {"cooc": 0.0, "unseen": 0.0}
+DEFAULT_WEIGHTS = {name: 1.0 for name in sig.SIGNALS} | {"cooc": 0.0, "unseen": 0.0, "prior": 0.0}
 AUTHORED = "authored"  # Example.origin of the passages written from DISARM's definitions
 AUTHORED_GRID = (0.25, 0.5, 1.0)  # weights tried for authored passages, relative to real ones
 MIN_GAIN = 0.005  # a weight moves away from its default only for a clear out-of-fold gain
 PRIORS = ("all", "real")  # label prior over every origin (weighted) or over real passages only
+HUB_ROUNDS = 20  # passes of the hub cap (each can only raise penalties, so it settles in a few)
+HUB_MARGIN = 0.75  # the cap aims this far under the hub line: out-of-fold shares understate new texts' shares
 
 __all__ = ["Article", "NotFittedError", "Tagger", "check_is_fitted"]
 
@@ -68,7 +70,7 @@ class _Query:
 class Tagger:
     # Learned state, listed once: persist writes and reads exactly these (plus the two TF-IDF spaces).
     _ARRAYS = ("U_", "unit_owner_", "unit_starts_", "doc_emb_", "Y_", "T_name_", "T_full_", "W_", "C_", "incidents_",
-               "authored_", "prior_", "zs_mean_", "zs_std_", "calib_x_", "calib_y_")  # fmt: skip
+               "authored_", "prior_", "zs_mean_", "zs_std_", "calib_x_", "calib_y_", "hub_")  # fmt: skip
     _JSON = ("classes_", "weights_", "authored_weight_", "threshold_", "cv_metrics_", "lexicon_")
     _TFIDF = ("tfidf_", "name_tfidf_")
     _HALF = ("U_", "doc_emb_", "T_name_", "T_full_", "C_")  # embeddings: kept at float16 precision, stored as float16
@@ -77,7 +79,8 @@ class Tagger:
     def __init__(self, embedder=None, *, weights: dict | None = None, tune: bool = True,
                  temperature: float = 0.05, rrf_k: float = 10.0, ridge_alpha: float = 1.0,
                  max_per_parent: int = 3, frozen: tuple[str, ...] = (), authored_weight: float | None = None,
-                 prior: str = "all", calibration: str = "interpolated", objective: str = "balanced"):  # fmt: skip
+                 prior: str = "all", calibration: str = "interpolated", objective: str = "balanced",
+                 hub_cap: bool = True):  # fmt: skip
         self.embedder = embedder
         self.weights = weights
         self.tune = tune
@@ -90,6 +93,7 @@ class Tagger:
         self.prior = prior
         self.calibration = calibration  # "interpolated" or "steps" (plain isotonic, for comparison)
         self.objective = objective  # what tuning maximises: see OBJECTIVES
+        self.hub_cap = hub_cap  # penalise techniques that crowd every top 10 (see hub_penalties)
 
     def get_params(self, deep: bool = False) -> dict:
         """The constructor arguments, as scikit-learn's ``get_params``."""
@@ -189,7 +193,8 @@ class Tagger:
         W = sig.ridge_weights(self.doc_emb_, self.Y_, alpha=self.ridge_alpha, sample_weight=self.sample_weight_)
         self.W_ = W.astype(np.float32).astype(np.float64)  # float32 on disk, so exactly what was fitted
         fused = np.array([fuse(s, a, self.weights_, k=self.rrf_k) for s, a in oof])
-        self._calibrate(fused, Y_real)
+        self.hub_ = hub_penalties(fused, Y_real) if self.hub_cap else np.zeros(len(self.classes_))
+        self._calibrate(fused - self.hub_, Y_real)
         return self
 
     @property
@@ -304,7 +309,8 @@ class Tagger:
         out = np.zeros((len(queries), len(self.classes_)))
         for i, q in enumerate(queries):
             s, a = self._signals(q, self._raw_signals(q), pool=pool)
-            out[i] = calibrate.apply(self.calib_x_, self.calib_y_, fuse(s, a, self.weights_, k=self.rrf_k))
+            fused = fuse(s, a, self.weights_, k=self.rrf_k) - self.hub_
+            out[i] = calibrate.apply(self.calib_x_, self.calib_y_, fused)
         return out
 
     def _queries(self, docs: Sequence[textmod.Document]) -> list[_Query]:
@@ -402,6 +408,41 @@ def fuse(signals: dict, active: dict, weights: dict, *, k: float) -> np.ndarray:
     return np.where(active["knn"], fused, fused * (1.0 + weights.get("unseen", 0.0)))
 
 
+def hub_penalties(fused: np.ndarray, Y: np.ndarray, *, top_k: int = 10) -> np.ndarray:
+    """Per-technique amounts to subtract from fused scores so that no technique is a hub in these
+    out-of-fold rankings: in the top ``top_k`` of more than HUB_SHARE of the passages and more than twice as
+    often as it is gold. A hub scores high whatever the text says (DISARM's passages are mostly about
+    personas, so persona techniques lean into every ranking) and crowds out what the text is about. Each
+    hub gets the smallest penalty that brings its share down to max(HUB_SHARE, 2 x gold rate); every other
+    technique keeps 0, so rankings without hubs are untouched.
+
+    >>> F = np.array([[3.0, 2.0, 1.0, 0.0]] * 4)
+    >>> hub_penalties(F, np.array([[0, 1, 0, 0]] * 4), top_k=1)
+    array([1.00001, 0.     , 0.     , 0.     ])
+    """
+    from .summaries import HUB_SHARE
+
+    penalty = np.zeros(fused.shape[1])
+    if fused.shape[1] <= top_k:  # every technique is in every top k: nothing to tell apart
+        return penalty
+    line = np.maximum(HUB_SHARE, 2 * Y.mean(axis=0))  # above it a technique is a hub
+    for _ in range(HUB_ROUNDS):
+        scores = fused - penalty
+        kth = -np.partition(-scores, [top_k - 1, top_k], axis=1)
+        inside = scores >= kth[:, [top_k - 1]]
+        over = np.flatnonzero(inside.mean(axis=0) > line)
+        if not len(over):
+            break
+        for j in over:
+            # the score j must beat to enter a top k: the k-th best of the others
+            rival = np.where(inside[:, j], kth[:, top_k], kth[:, top_k - 1])
+            margin = scores[:, j] - rival
+            allowed = int(np.floor(HUB_MARGIN * line[j] * len(scores)))  # passages j may still reach
+            cut = np.sort(margin)[::-1][allowed] if allowed < len(margin) else -np.inf
+            penalty[j] += max(cut, 0.0) + 1e-5
+    return penalty
+
+
 def technique_texts(techniques: Sequence[Technique]) -> tuple[list[str], list[str], list[str]]:
     """What each technique is compared with: its name, name + summary, and the TF-IDF text (name twice)."""
     names = [t.name for t in techniques]
@@ -417,16 +458,22 @@ def objective(oof: list, Y: np.ndarray, weights: dict, *, k: float, balanced: bo
     with R@10 the mean of its value on gold labels that had a real training passage in the pool and on those
     that had none ("balanced"). DISARM's passages favour a few tactics; the texts analysts tag elsewhere mostly
     carry labels DISARM has no passage for, so "balanced" gives both kinds an equal say."""
+    scores = np.array([fuse(s, a, weights, k=k) for s, a in oof])
+    return score_objective(scores, Y, np.array([a["knn"] for _, a in oof]), balanced=balanced)
+
+
+def score_objective(scores: np.ndarray, Y: np.ndarray, seen: np.ndarray, *, balanced: bool = True) -> float:
+    """``objective`` for a score matrix; ``seen[i, j]``: label j had a real passage in passage i's pool."""
     from .metrics import average_precision_score
 
     ap, hits = 0.0, {True: [0, 0], False: [0, 0]}
-    for (s, a), y in zip(oof, Y):
+    for row, y, had in zip(scores, Y, seen):
         gold = set(np.flatnonzero(y))
-        ranked = list(np.argsort(-fuse(s, a, weights, k=k), kind="stable"))
+        ranked = list(np.argsort(-row, kind="stable"))
         ap += average_precision_score(ranked, gold)
         top = set(ranked[:10])
         for g in gold:
-            had_real = bool(a["knn"][g])
+            had_real = bool(had[g])
             hits[had_real][0] += g in top
             hits[had_real][1] += 1
     if balanced and hits[True][1] and hits[False][1]:

@@ -97,7 +97,8 @@ def eval_cmd(
         raise fail(str(exc), EXIT_DATA) from exc
     except (evaluate.EvalError, EmbedderError) as exc:
         raise fail(str(exc), EXIT_USAGE) from exc
-    paths = report.write(run.report, out, command=f"{run.command} --out {out}", provenance=run.provenance)
+    paths = report.write(run.report, out, command=f"{run.command} --out {out}", provenance=run.provenance,
+                         commit=run.commit)  # fmt: skip
     for name, m in run.report.methods.items():
         h = m["headline"]
         typer.echo(f"{name:30s} P@1 {h['p@1']:.3f}  R@10 {h['r@10']:.3f}  MAP {h['map']:.3f}  "
