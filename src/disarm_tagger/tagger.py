@@ -413,8 +413,9 @@ def hub_penalties(fused: np.ndarray, Y: np.ndarray, *, top_k: int = 10) -> np.nd
     out-of-fold rankings: in the top ``top_k`` of more than HUB_SHARE of the passages and more than twice as
     often as it is gold. A hub scores high whatever the text says (DISARM's passages are mostly about
     personas, so persona techniques lean into every ranking) and crowds out what the text is about. Each
-    hub gets the smallest penalty that brings its share down to max(HUB_SHARE, 2 x gold rate); every other
-    technique keeps 0, so rankings without hubs are untouched.
+    hub gets the smallest penalty that brings its share under HUB_MARGIN x max(HUB_SHARE, 2 x gold rate), a
+    margin because shares out of fold understate those on new texts; every other technique keeps 0, so
+    rankings without hubs are untouched.
 
     >>> F = np.array([[3.0, 2.0, 1.0, 0.0]] * 4)
     >>> hub_penalties(F, np.array([[0, 1, 0, 0]] * 4), top_k=1)
@@ -458,22 +459,16 @@ def objective(oof: list, Y: np.ndarray, weights: dict, *, k: float, balanced: bo
     with R@10 the mean of its value on gold labels that had a real training passage in the pool and on those
     that had none ("balanced"). DISARM's passages favour a few tactics; the texts analysts tag elsewhere mostly
     carry labels DISARM has no passage for, so "balanced" gives both kinds an equal say."""
-    scores = np.array([fuse(s, a, weights, k=k) for s, a in oof])
-    return score_objective(scores, Y, np.array([a["knn"] for _, a in oof]), balanced=balanced)
-
-
-def score_objective(scores: np.ndarray, Y: np.ndarray, seen: np.ndarray, *, balanced: bool = True) -> float:
-    """``objective`` for a score matrix; ``seen[i, j]``: label j had a real passage in passage i's pool."""
     from .metrics import average_precision_score
 
     ap, hits = 0.0, {True: [0, 0], False: [0, 0]}
-    for row, y, had in zip(scores, Y, seen):
+    for (s, a), y in zip(oof, Y):
         gold = set(np.flatnonzero(y))
-        ranked = list(np.argsort(-row, kind="stable"))
+        ranked = list(np.argsort(-fuse(s, a, weights, k=k), kind="stable"))
         ap += average_precision_score(ranked, gold)
         top = set(ranked[:10])
         for g in gold:
-            had_real = bool(had[g])
+            had_real = bool(a["knn"][g])
             hits[had_real][0] += g in top
             hits[had_real][1] += 1
     if balanced and hits[True][1] and hits[False][1]:
