@@ -135,6 +135,12 @@ def calibration(preds: Sequence[Prediction]) -> dict:
 HUB_SHARE = 0.30  # a technique in more top 10s than this, and more than twice as often as it is gold, is a hub
 
 
+def hub_line(gold_rate):
+    """The share of top 10s above which a technique is a hub: HUB_SHARE, or twice its gold rate when that is
+    higher (a technique gold that often has earned its place). Works on one rate or an array of them."""
+    return np.maximum(HUB_SHARE, 2 * np.asarray(gold_rate))
+
+
 def hubs(rankings: Sequence[Sequence[str]], golds: Sequence[Sequence[str]] | None = None,
          *, floor: float = 0.2) -> list[dict]:  # fmt: skip
     """Techniques found in the top 10 of at least ``floor`` of the documents: their share, their gold rate
@@ -154,7 +160,7 @@ def hubs(rankings: Sequence[Sequence[str]], golds: Sequence[Sequence[str]] | Non
             continue
         rate = sum(lab in g for g in golds) / n if golds is not None else None
         rows.append({"id": lab, "share": c / n, "gold_rate": rate,
-                     "hub": c / n > HUB_SHARE and (rate is None or c / n > 2 * rate)})  # fmt: skip
+                     "hub": bool(c / n > (HUB_SHARE if rate is None else hub_line(rate)))})  # fmt: skip
     return rows
 
 

@@ -421,12 +421,12 @@ def hub_penalties(fused: np.ndarray, Y: np.ndarray, *, top_k: int = 10) -> np.nd
     >>> hub_penalties(F, np.array([[0, 1, 0, 0]] * 4), top_k=1)
     array([1.00001, 0.     , 0.     , 0.     ])
     """
-    from .summaries import HUB_SHARE
+    from .summaries import hub_line
 
     penalty = np.zeros(fused.shape[1])
     if fused.shape[1] <= top_k:  # every technique is in every top k: nothing to tell apart
         return penalty
-    line = np.maximum(HUB_SHARE, 2 * Y.mean(axis=0))  # above it a technique is a hub
+    line = hub_line(Y.mean(axis=0))
     for _ in range(HUB_ROUNDS):
         scores = fused - penalty
         kth = -np.partition(-scores, [top_k - 1, top_k], axis=1)
