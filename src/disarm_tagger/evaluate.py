@@ -136,7 +136,7 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
     return out
 
 
-LEARNING_CURVE = (1, 2, 4)  # authored passages per technique in the learning-curve rows (plus "all": ours)
+LEARNING_CURVE = (1, 2, 4, 8)  # authored passages per technique in the learning-curve rows (plus "all": ours)
 
 
 def params_of(tagger: Tagger) -> dict:
