@@ -261,7 +261,8 @@ def test_data_variants_change_only_the_authored_passages(fake_embedder):
     variants = evaluate.ablation_variants(fake_embedder, {"authored": authored}, encoders={"other": fake_embedder})
     assert {"without authored passages", "authored: 1 per technique", "authored: 2 per technique",
             "authored: 4 per technique", "authored: 8 per technique", "prior over real passages only, forced to 1",
-            "tuned for every gold label alike", "isotonic steps (no interpolation)", "without the hub cap", "encoder: other"} <= set(variants)  # fmt: skip
+            "tuned for every gold label alike", "isotonic steps (no interpolation)", "without the hub cap",
+            "encoder: other"} <= set(variants)  # fmt: skip
     assert "without authored passages" not in evaluate.ablation_variants(fake_embedder, {})
 
 
