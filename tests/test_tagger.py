@@ -246,6 +246,21 @@ def test_numpy_tfidf_matches_scikit_learn():
     assert not ours.similarity("zzz qqq").any()  # no known term: all zero, no division by zero
 
 
+def test_tfidf_state_round_trips_unicode_terms_and_reads_the_older_string_array():
+    from disarm_tagger import lexical
+
+    corpus = ["Протесты в Москве, café owners", "désinformation 偽情報 campaign", "café campaign"]
+    fitted = lexical.Tfidf.fit("words", corpus).index(corpus)
+    json_state, arrays = fitted.state()
+    assert arrays["vocabulary"].dtype == np.uint8
+    query = "café campaign in Москве"
+    again = lexical.Tfidf.from_state(json_state, arrays)
+    assert again.vocabulary == fitted.vocabulary
+    np.testing.assert_array_equal(again.similarity(query), fitted.similarity(query))
+    older = arrays | {"vocabulary": np.array(sorted(fitted.vocabulary, key=fitted.vocabulary.get), dtype=str)}
+    assert lexical.Tfidf.from_state(json_state, older).vocabulary == fitted.vocabulary
+
+
 def test_one_article_pipeline_for_suggest_batch_and_annotate(fitted, tmp_path):
     from disarm_tagger import annotate, batch, corpus, text
 

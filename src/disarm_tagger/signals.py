@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIGNALS = ("knn", "knn_authored", "centroid", "ridge", "cooc", "zs_name", "zs_full", "tfidf", "name_tfidf", "lexicon",
-           "prior")  # fmt: skip
+SIGNALS = ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "cooc", "zs_name", "zs_full", "tfidf",
+           "name_tfidf", "lexicon", "prior")  # fmt: skip
 # knn: real passages (DISARM, analysts' annotations) as neighbours; knn_authored: authored passages as neighbours;
-# centroid: similarity to the mean of each technique's authored passages. Each ranks only the labels it has
-# examples of; the other signals rank every label.
+# knn_sentences: each sentence's own vote among the authored passages; centroid: similarity to the mean of each
+# technique's authored passages. Each ranks only the labels it has examples of; the others rank every label.
 SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # labels with a training example (any origin)
 ZERO_SHOT = ("zs_name", "zs_full")  # similarity to technique names / names + summaries, column-normalised
 
@@ -34,11 +34,40 @@ def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
     return np.partition(sim, sim.shape[0] - k, axis=0)[-k:].mean(axis=0)
 
 
-def example_similarity(Q: np.ndarray, U: np.ndarray, starts: np.ndarray, q_doc: np.ndarray, E_doc: np.ndarray):
-    """Similarity of one query document to every training example [n]: half the mean of the best three
-    query-sentence matches into the example, half the cosine of the mean document embeddings."""
-    best = np.maximum.reduceat(Q @ U.T, starts, axis=1)  # [m, n]: each query unit's best match per example
+def best_matches(Q: np.ndarray, U: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each query unit's best cosine into each training example [m, n] (an example's units are the
+    contiguous rows of U from its ``starts`` entry).
+
+    >>> best_matches(np.array([[1.0, 0.0]]), np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]]), np.array([0, 2]))
+    array([[1., 0.]])
+    """
+    return np.maximum.reduceat(Q @ U.T, starts, axis=1)
+
+
+def example_similarity(best: np.ndarray, q_doc: np.ndarray, E_doc: np.ndarray) -> np.ndarray:
+    """Similarity of one query document to every training example [n], from ``best_matches``: half the mean
+    of the best three query-sentence matches into the example, half the cosine of the mean document
+    embeddings."""
     return 0.5 * top_mean(best, 3) + 0.5 * (E_doc @ q_doc)
+
+
+def sentence_votes(best: np.ndarray, Y: np.ndarray, *, temperature: float) -> np.ndarray:
+    """Each query sentence votes over the examples (``best`` [m, n], their labels ``Y`` [n, L]) with softmax
+    weights of its best match into each; a label scores its largest share in any one sentence's vote. A
+    sentence that plainly describes one behaviour gives that technique most of its vote, a sentence about
+    nothing in particular spreads its vote thin, and a technique one paragraph of a long article describes
+    is not averaged away by the rest.
+
+    >>> best = np.array([[0.9, 0.1, 0.1], [0.5, 0.5, 0.5]])
+    >>> sentence_votes(best, np.eye(3), temperature=0.1).round(3).tolist()
+    [0.999, 0.333, 0.333]
+    """
+    if not best.size:
+        return np.zeros(Y.shape[1])
+    s = best / temperature
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    return (p.astype(np.float32) @ Y).max(axis=0).astype(np.float64)
 
 
 def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperature: float) -> np.ndarray:

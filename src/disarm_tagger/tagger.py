@@ -157,6 +157,7 @@ class Tagger:
         self.name_tfidf_ = lexical.Tfidf.fit("names", names).index(names)
         self.lexicon_ = sig.build_lexicon(self.techniques_)
         self.authored_ = authored
+        self.Y_authored_ = self.Y_[authored].astype(np.float32)  # derived, not stored: see from_state
         self.C_ = _half(sig.centroids(self.doc_emb_[authored], self.Y_[authored]))
         real = np.flatnonzero(~authored)
         if not len(real):
@@ -254,6 +255,7 @@ class Tagger:
             prefix = f"{name}."
             own = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
             setattr(tagger, name, lexical.Tfidf.from_state(json_state[name], own))
+        tagger.Y_authored_ = tagger.Y_[tagger.authored_.astype(bool)].astype(np.float32)
         tagger.techniques_ = list(techniques)
         if [t.id for t in tagger.techniques_] != list(tagger.classes_):
             raise ValueError("the technique catalogue is not in the tagger's label order")
@@ -287,19 +289,22 @@ class Tagger:
         real = weight * ~self.authored_
         n = len(self.classes_)
         if len(q.Q) and pool.any():
-            sim = sig.example_similarity(q.Q, self.U_, self.unit_starts_, q.mean, self.doc_emb_)
+            best = sig.best_matches(q.Q, self.U_, self.unit_starts_)
+            sim = sig.example_similarity(best, q.mean, self.doc_emb_)
             out["knn"] = sig.knn_scores(sim, self.Y_, real, temperature=self.temperature)
             out["knn_authored"] = sig.knn_scores(sim, self.Y_, self.authored_ * 1.0, temperature=self.temperature)
+            out["knn_sentences"] = sig.sentence_votes(best[:, self.authored_], self.Y_authored_,
+                                                      temperature=self.temperature)  # fmt: skip
             out["centroid"] = sig.zero_shot(q.Q, self.C_)
             out["ridge"] = q.mean @ (self.W_ if W is None else W)
             out["cooc"] = sig.cooccurrence(out["knn"], self.Y_, real)
         else:
-            out |= {k: np.zeros(n) for k in ("knn", "knn_authored", "centroid", "ridge", "cooc")}
+            out |= {k: np.zeros(n) for k in ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "cooc")}
         out["prior"] = self.prior_ if W is None else self._prior(pool)
         seen = weight @ self.Y_ > 0
         active = {k: seen if k in sig.SUPERVISED else np.ones(n, bool) for k in sig.SIGNALS}
         active["knn"] = real @ self.Y_ > 0
-        active["knn_authored"] = active["centroid"] = self.authored_ @ self.Y_ > 0
+        active["knn_authored"] = active["centroid"] = active["knn_sentences"] = self.authored_ @ self.Y_ > 0
         active["lexicon"] = out["lexicon"] > 0
         active["name_tfidf"] = out["name_tfidf"] > 0
         return out, active
