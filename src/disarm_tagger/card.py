@@ -31,8 +31,9 @@ def render(meta: dict) -> str:
         "## Method",
         f"- Embedder: {emb.get('name', '?')} from `{emb.get('package', '?')}` (dimension {emb.get('dimension', '?')}, "
         f"backend {emb.get('backend', '?')}), never downloaded at run time.",
-        "- Signals fused by weighted reciprocal rank: kNN over real passages and over authored passages, similarity",
-        "  to each technique's authored passages (centroid), ridge regression on passage embeddings, similarity to",
+        "- Signals fused by weighted reciprocal rank: kNN over real passages and over authored passages, each",
+        "  sentence's own vote among the authored passages, similarity to each technique's authored passages",
+        "  (centroid), ridge regression on passage embeddings, similarity to",
         "  technique names and definitions, TF-IDF against each technique's definition and authored passages,",
         "  TF-IDF on names, a lexicon of named examples, label prior (weight 0 unless tuning finds a clear gain).",
         f"- Tuned weights: {weights}; weight of authored passages {meta.get('authored_weight', 1):g}",
