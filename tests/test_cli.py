@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
-from disarm_tagger import embed, persist
+from disarm_tagger import persist
 from disarm_tagger.cli import app
 from disarm_tagger.tagger import Tagger
 from test_tagger import TECHNIQUES, _examples

@@ -9,7 +9,7 @@ calibration and threshold search are nested inside that fit. The functions here 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
