@@ -13,14 +13,13 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIGNALS = ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "cooc", "zs_name", "zs_full", "zs_sentences",
-           "tfidf", "name_tfidf", "lexicon", "prior")  # fmt: skip
+SIGNALS = ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "cooc", "zs_name", "zs_full", "tfidf",
+           "name_tfidf", "lexicon", "prior")  # fmt: skip
 # knn: real passages (DISARM, analysts' annotations) as neighbours; knn_authored: authored passages as neighbours;
 # knn_sentences: each sentence's own vote among the authored passages; centroid: similarity to the mean of each
 # technique's authored passages. Each ranks only the labels it has examples of; the others rank every label.
 SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # labels with a training example (any origin)
 ZERO_SHOT = ("zs_name", "zs_full")  # similarity to technique names / names + summaries, column-normalised
-# zs_sentences: each sentence's softmax over the technique names + summaries, a technique's largest share
 
 
 def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
@@ -65,13 +64,10 @@ def sentence_votes(best: np.ndarray, Y: np.ndarray, *, temperature: float) -> np
     """
     if not best.size:
         return np.zeros(Y.shape[1])
-    return (_row_softmax(best, temperature).astype(np.float32) @ Y).max(axis=0).astype(np.float64)
-
-
-def _row_softmax(sim: np.ndarray, temperature: float) -> np.ndarray:
-    s = sim / temperature
+    s = best / temperature
     p = np.exp(s - s.max(axis=1, keepdims=True))
-    return p / p.sum(axis=1, keepdims=True)
+    p /= p.sum(axis=1, keepdims=True)
+    return (p.astype(np.float32) @ Y).max(axis=0).astype(np.float64)
 
 
 def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperature: float) -> np.ndarray:
@@ -184,19 +180,6 @@ def ridge_leave_one_group_out(X: np.ndarray, Y: np.ndarray, groups: np.ndarray, 
 def zero_shot(Q: np.ndarray, T: np.ndarray, k: int = 3) -> np.ndarray:
     """How strongly the document's best few sentences match each technique description."""
     return top_mean(Q @ T.T, k)
-
-
-def sentence_choice(Q: np.ndarray, T: np.ndarray, *, temperature: float) -> np.ndarray:
-    """Each sentence picks among the technique descriptions with softmax weights of its similarity to each;
-    a technique scores its largest share in any one sentence. Where ``zero_shot`` asks how close the text
-    comes to a description, this asks whether some sentence is about that technique rather than the others.
-
-    >>> sentence_choice(np.array([[1.0, 0.0], [0.6, 0.8]]), np.eye(2), temperature=0.1).round(3).tolist()
-    [1.0, 0.881]
-    """
-    if not Q.size:
-        return np.zeros(T.shape[0])
-    return _row_softmax(Q @ T.T, temperature).max(axis=0).astype(np.float64)
 
 
 def column_normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

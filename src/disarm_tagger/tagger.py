@@ -266,11 +266,10 @@ class Tagger:
         """Signals that need no training labels: technique similarity, TF-IDF, lexicon."""
         n = len(self.classes_)
         if not len(q.Q):
-            return {k: np.zeros(n) for k in (*sig.ZERO_SHOT, "zs_sentences", "tfidf", "name_tfidf", "lexicon")}
+            return {k: np.zeros(n) for k in (*sig.ZERO_SHOT, "tfidf", "name_tfidf", "lexicon")}
         return {
             "zs_name": sig.zero_shot(q.Q, self.T_name_),
             "zs_full": sig.zero_shot(q.Q, self.T_full_),
-            "zs_sentences": sig.sentence_choice(q.Q, self.T_full_, temperature=self.temperature),
             "tfidf": self.tfidf_.similarity(q.doc.text),
             "name_tfidf": self.name_tfidf_.similarity(q.doc.text),
             "lexicon": sig.lexicon_scores(q.doc.text, self.lexicon_, n),
