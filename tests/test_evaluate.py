@@ -171,7 +171,6 @@ def test_test_set_with_saved_model(fake_embedder, tmp_path):
 
 @pytest.fixture()
 def training_data(tmp_path, monkeypatch, fake_embedder):
-
     folder = tmp_path / "td"
     folder.mkdir()
     write_jsonl(folder / "techniques.jsonl", TECHNIQUES)
