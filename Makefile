@@ -35,7 +35,7 @@ train: $(STAMP)
 	$(BIN)/disarm-tagger train --data training_data --out models/default
 
 ## the committed report: leave-one-incident-out, ablations (incl. the fp32 encoder and the tuned encoder), hubs
-## (ablations on 5 folds: with 7,141 authored passages 10 folds take about an hour more on 2 cores)
+## (ablations on 5 folds: with 5,577 authored passages 10 folds took about an hour more on 2 cores)
 eval: $(STAMP) .cache/encoder-tuned
 	$(BIN)/disarm-tagger eval --data training_data --out eval --ablation-folds 5 --compare-encoder onnx --compare-encoder .cache/encoder-tuned --articles ../shared/articles
 
