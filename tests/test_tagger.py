@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -224,6 +225,26 @@ def test_public_api_train_save_load(fake_embedder, tmp_path):
     disarm_tagger.save(model, tmp_path / "m")
     loaded = disarm_tagger.load(tmp_path / "m", embedder=fake_embedder)
     assert loaded.suggest("a messaging channel relayed posts")[0].technique_id == "T0001"
+
+
+def test_lexicon_reads_both_ways_the_catalogue_names_examples():
+    """DISARM's pages list named examples as "Examples of X include A, B" and as "A and B are examples of X";
+    prose examples ("examples include the 1980s campaign that the United States...") are not names."""
+    from pathlib import Path
+
+    from disarm_tagger.corpus import read_jsonl
+
+    catalogue = read_jsonl(Path(__file__).parents[1] / "training_data" / "techniques.jsonl", Technique)
+    ids = [t.id for t in catalogue]
+    lexicon = signals.build_lexicon(catalogue)
+    text = "The clip went up on YouTube, was discussed on Reddit and 4chan, and was pushed in Telegram chats."
+    hits = {ids[j] for j in np.flatnonzero(signals.lexicon_scores(text, lexicon, len(ids)))}
+    assert hits == {"T0152.006", "T0151.010", "T0151.012", "T0151.004"}
+    assert not signals.lexicon_scores("Officials in the United States and around the World said", lexicon,
+                                      len(ids)).any()  # fmt: skip
+    listing = [t for t in catalogue if re.search(r"\b(?:is|are) (?:an )?examples? of\b", t.summary)]
+    assert len(listing) > 20
+    assert {ids[j] for ix in lexicon.values() for j in ix} >= {t.id for t in listing}
 
 
 def test_numpy_tfidf_matches_scikit_learn():

@@ -188,21 +188,48 @@ def column_normalise(values: np.ndarray, mean: np.ndarray, std: np.ndarray) -> n
     return (values - mean) / std
 
 
+# A named example: a run of words that each hold a capital or a digit ("League of Legends", "4chan", "iCloud").
+_NAME = re.compile(r"(?=[\w.\-]*[A-Z0-9])[\w.\-]*\w(?:\s(?:of\s)?(?=[\w.\-]*[A-Z0-9])[\w.\-]*\w)*")
+_EXAMPLE_LISTS = (re.compile(r"\b[Ee]xamples?\b[^.]*?\binclud\w*\s+(.+)"),  # "Examples of X include A, B and C"
+                  re.compile(r"^(.+?)\s+(?:is|are)\s+(?:an\s+)?examples?\s+of\b"))  # "A, B and C are examples of X"
+_POSSESSIVE = re.compile(r"[\w.\-]+[’']s\s+")  # "Google's Google Play Store": the owner is not the example
+MAX_EXAMPLE_WORDS = 5
+
+
 def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
-    """Named examples from technique summaries ("Examples ... include WhatsApp, Telegram and Signal") ->
-    label indices. Drawn only from the DISARM technique pages.
+    """Named examples in the technique summaries -> label indices, from the two ways DISARM's pages list
+    them: "Examples of Chat Platforms include WhatsApp and Signal" and "YouTube and Vimeo are examples of
+    Video Platforms". A list item longer than MAX_EXAMPLE_WORDS words is prose (an example of an event, not a
+    name) and is skipped, and so is a whole list that starts with one. A one-word name in CamelCase also
+    matches with only its first capital ("Youtube").
+    Drawn only from the DISARM technique pages.
 
     >>> from types import SimpleNamespace as T
-    >>> build_lexicon([T(summary="Examples of Chat Platforms include WhatsApp, WeChat, and Signal.")])
-    {'Signal': (0,), 'WeChat': (0,), 'WhatsApp': (0,)}
+    >>> build_lexicon([T(summary="Examples of Chat Platforms include WhatsApp, WeChat, and Signal."),
+    ...                T(summary="YouTube and League of Legends are examples of places. Prominent examples include "
+    ...                          "the 1980s campaign that the United States ran in Fort Detrick, Maryland.")])
+    {'League of Legends': (1,), 'Signal': (0,), 'WeChat': (0,), 'Wechat': (0,), 'WhatsApp': (0,), 'Whatsapp': (0,), 'YouTube': (1,), 'Youtube': (1,)}
     """
-    stop = {"Examples", "Example", "Accounts", "The", "An", "A", "For", "This", "These", "Some", "Such"}
     lexicon: dict[str, set[int]] = {}
     for i, tech in enumerate(techniques):
-        for m in re.finditer(r"[Ee]xamples?\b[^.]*?\binclud\w*\s+([^.<]+)", tech.summary):
-            for term in re.findall(r"\b[A-Z][A-Za-z0-9]+(?:\s[A-Z][A-Za-z0-9]+)?", m.group(1)):
-                if term not in stop:
-                    lexicon.setdefault(term, set()).add(i)
+        for sentence in re.split(r"(?<=[.;!?])\s+", tech.summary):
+            for pattern in _EXAMPLE_LISTS:
+                match = pattern.search(sentence.rstrip("."))
+                if not match:
+                    continue
+                items = [_POSSESSIVE.sub("", re.sub(r"[()]", " ", item)).strip()
+                         for item in re.split(r",|;|\band\b|\bor\b|\betc\b", match.group(1))]
+                if len(items[0].split()) > MAX_EXAMPLE_WORDS:  # "examples include the 1980s campaign that..."
+                    continue
+                for item in items:
+                    if len(item.split()) > MAX_EXAMPLE_WORDS:
+                        continue
+                    for name in _NAME.findall(re.sub(r"^(?:A|An|The)\s", "", item)):
+                        if "Platform" in name:
+                            continue
+                        lexicon.setdefault(name, set()).add(i)
+                        if " " not in name and name[0].isupper() and not name.isupper() and any(c.isupper() for c in name[1:]):
+                            lexicon.setdefault(name.capitalize(), set()).add(i)  # "YouTube": also "Youtube"
     return {term: tuple(sorted(ix)) for term, ix in sorted(lexicon.items())}
 
 
@@ -210,7 +237,7 @@ def lexicon_scores(text: str, lexicon: Mapping[str, tuple[int, ...]], n_labels: 
     out = np.zeros(n_labels)
     words = set(re.findall(r"\w+", text))
     for term, labels in lexicon.items():  # the regex runs only where every word of the term occurs
-        if all(w in words for w in term.split()) and re.search(rf"\b{re.escape(term)}\b", text):
+        if all(w in words for w in re.findall(r"\w+", term)) and re.search(rf"\b{re.escape(term)}\b", text):
             out[list(labels)] += 1.0
     return out
 
