@@ -196,6 +196,16 @@ _POSSESSIVE = re.compile(r"[\w.\-]+[’']s\s+")  # "Google's Google Play Store":
 MAX_EXAMPLE_WORDS = 5
 
 
+def _plain_capitals(name: str) -> str:
+    """A one-word CamelCase name as people also type it; any other name unchanged.
+
+    >>> [_plain_capitals(n) for n in ("YouTube", "VK", "eBay", "Signal", "League of Legends")]
+    ['Youtube', 'VK', 'eBay', 'Signal', 'League of Legends']
+    """
+    camel = " " not in name and name[0].isupper() and not name.isupper() and any(c.isupper() for c in name[1:])
+    return name.capitalize() if camel else name
+
+
 def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
     """Named examples in the technique summaries -> label indices, from the two ways DISARM's pages list
     them: "Examples of Chat Platforms include WhatsApp and Signal" and "YouTube and Vimeo are examples of
@@ -205,10 +215,14 @@ def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
     Drawn only from the DISARM technique pages.
 
     >>> from types import SimpleNamespace as T
-    >>> build_lexicon([T(summary="Examples of Chat Platforms include WhatsApp, WeChat, and Signal."),
-    ...                T(summary="YouTube and League of Legends are examples of places. Prominent examples include "
-    ...                          "the 1980s campaign that the United States ran in Fort Detrick, Maryland.")])
-    {'League of Legends': (1,), 'Signal': (0,), 'WeChat': (0,), 'Wechat': (0,), 'WhatsApp': (0,), 'Whatsapp': (0,), 'YouTube': (1,), 'Youtube': (1,)}
+    >>> lexicon = build_lexicon([
+    ...     T(summary="Examples of Chat Platforms include WhatsApp, WeChat, and Signal."),
+    ...     T(summary="YouTube and League of Legends are examples of places. Prominent examples include "
+    ...               "the 1980s campaign that the United States ran in Fort Detrick, Maryland.")])
+    >>> {term: ix for term, ix in lexicon.items() if ix == (0,)}
+    {'Signal': (0,), 'WeChat': (0,), 'Wechat': (0,), 'WhatsApp': (0,), 'Whatsapp': (0,)}
+    >>> {term: ix for term, ix in lexicon.items() if ix == (1,)}
+    {'League of Legends': (1,), 'YouTube': (1,), 'Youtube': (1,)}
     """
     lexicon: dict[str, set[int]] = {}
     for i, tech in enumerate(techniques):
@@ -227,9 +241,8 @@ def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
                     for name in _NAME.findall(re.sub(r"^(?:A|An|The)\s", "", item)):
                         if "Platform" in name:
                             continue
-                        lexicon.setdefault(name, set()).add(i)
-                        if " " not in name and name[0].isupper() and not name.isupper() and any(c.isupper() for c in name[1:]):
-                            lexicon.setdefault(name.capitalize(), set()).add(i)  # "YouTube": also "Youtube"
+                        for term in {name, _plain_capitals(name)}:
+                            lexicon.setdefault(term, set()).add(i)
     return {term: tuple(sorted(ix)) for term, ix in sorted(lexicon.items())}
 
 
