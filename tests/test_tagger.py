@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from disarm_tagger import signals
 from disarm_tagger import tagger as tagger_module
+from disarm_tagger.corpus import read_jsonl
 from disarm_tagger.schema import Example, Technique
 from disarm_tagger.tagger import AUTHORED_GRID, DEFAULT_WEIGHTS, NotFittedError, Tagger
 
@@ -230,10 +232,6 @@ def test_public_api_train_save_load(fake_embedder, tmp_path):
 def test_lexicon_reads_both_ways_the_catalogue_names_examples():
     """DISARM's pages list named examples as "Examples of X include A, B" and as "A and B are examples of X";
     prose examples ("examples include the 1980s campaign that the United States...") are not names."""
-    from pathlib import Path
-
-    from disarm_tagger.corpus import read_jsonl
-
     catalogue = read_jsonl(Path(__file__).parents[1] / "training_data" / "techniques.jsonl", Technique)
     ids = [t.id for t in catalogue]
     lexicon = signals.build_lexicon(catalogue)
