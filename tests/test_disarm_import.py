@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import shared
 from disarm_tagger import corpus, disarm
 from disarm_tagger.cli import app
+from disarm_tagger.schema import Technique
 from fixture_disarm import INCIDENTS, STIX_IDENTITY, STIX_MARKING, STIX_UNUSED, TECHNIQUES, write_checkout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,8 +200,30 @@ def test_committed_manifest_matches_files():
 
 def test_import_of_shared_snapshot_reproduces_committed_files(tmp_path):
     # authored.jsonl is the project's own text, not imported: the importer only describes it in the manifest
-    shutil.copyfile(REPO / "training_data" / corpus.AUTHORED, tmp_path / corpus.AUTHORED)
+    for own in (corpus.AUTHORED, corpus.NAMED_EXAMPLES):
+        shutil.copyfile(REPO / "training_data" / own, tmp_path / own)
     corpus.import_disarm(shared("disarm"), tmp_path)
     names = ("examples.jsonl", "techniques.jsonl", "tactics.jsonl", "phases.jsonl", corpus.DISARM_STIX, "manifest.json")
     for name in names:
         assert (tmp_path / name).read_bytes() == (REPO / "training_data" / name).read_bytes(), name
+
+
+def test_named_examples_are_read_checked_and_counted(tmp_path):
+    techniques = [Technique("T0001", "Chat Platform", "", "TA07", "Channels")]
+    path = tmp_path / corpus.NAMED_EXAMPLES
+    path.write_text('{"technique_id": "T0001", "names": ["Viber"]}\n{"technique_id": "T0001", "names": ["Zalo"]}\n')
+    assert corpus.read_named_examples(path, techniques) == {"T0001": ("Viber", "Zalo")}
+    for bad, why in [('{"technique_id": "T9999", "names": ["X"]}', "not in the technique catalogue"),
+                     ('{"technique_id": "T0001", "names": "Viber"}', "list of non-empty strings"),
+                     ('{"technique_id": "T0001", "names": [""]}', "list of non-empty strings"),
+                     ('{"names": ["Viber"]}', "technique_id, names"), ("not json", "technique_id, names")]:
+        path.write_text(bad + "\n")
+        with pytest.raises(corpus.CorpusError, match=why):
+            corpus.read_named_examples(path, techniques)
+
+
+def test_committed_named_examples_load_with_the_corpus_and_shape_its_hash():
+    data = corpus.load_corpus(REPO / "training_data", include_local=False)
+    assert sum(map(len, data.named_examples.values())) == data.manifest["named_examples"]["names"] > 0
+    without = corpus.load_corpus(REPO / "training_data", include_local=False, include_authored=False)
+    assert without.named_examples == data.named_examples  # names are not passages: --no-authored keeps them

@@ -264,6 +264,14 @@ def test_data_variants_change_only_the_authored_passages(fake_embedder):
     assert "without authored passages" not in evaluate.ablation_variants(fake_embedder, {})
 
 
+def test_named_examples_ablation_row_runs_without_them(fake_embedder):
+    variants = evaluate.ablation_variants(fake_embedder, {"named_examples": {"T0001": ["Boosty"]}})
+    assert evaluate.WITHOUT_NAMES in variants
+    assert evaluate.WITHOUT_NAMES not in evaluate.ablation_variants(fake_embedder, {})
+    params = evaluate.params_of(Tagger(None, named_examples={"T0001": ["Boosty", "Ko-fi"], "T0002": ["Wix"]}))
+    assert params["named_examples"] == "3 names for 2 techniques"
+
+
 def test_unseen_means_no_real_passage_in_the_fold_even_with_authored_ones(fake_embedder):
     authored = [Example(f"A-{t.id}-01", f"AUTHORED-{t.id}", "a", f"{t.name}. {t.summary}", (t.id,), origin="authored")
                 for t in TECHNIQUES]  # fmt: skip

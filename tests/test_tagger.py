@@ -13,6 +13,7 @@ from disarm_tagger import signals
 from disarm_tagger import tagger as tagger_module
 from disarm_tagger.corpus import read_jsonl
 from disarm_tagger.schema import Example, Technique
+from disarm_tagger.text import segment
 from disarm_tagger.tagger import AUTHORED_GRID, DEFAULT_WEIGHTS, NotFittedError, Tagger
 
 TECHNIQUES = [
@@ -227,6 +228,24 @@ def test_public_api_train_save_load(fake_embedder, tmp_path):
     disarm_tagger.save(model, tmp_path / "m")
     loaded = disarm_tagger.load(tmp_path / "m", embedder=fake_embedder)
     assert loaded.suggest("a messaging channel relayed posts")[0].technique_id == "T0001"
+
+
+def test_named_examples_join_the_lexicon_and_survive_save_and_load(fake_embedder, tmp_path):
+    """The project's names (training_data/named_examples.jsonl) score like DISARM's own named examples."""
+    import disarm_tagger
+
+    text = "Donations were collected on Boosty."
+    plain = Tagger(fake_embedder).fit(_examples(), TECHNIQUES)
+    named = Tagger(fake_embedder, named_examples={"T0004": ["Boosty"]}).fit(_examples(), TECHNIQUES)
+    j = named.classes_.index("T0004")
+    assert "Boosty" not in plain.lexicon_ and named.lexicon_["Boosty"] == (j,)
+    query = named._queries([segment(text)])[0]
+    assert named._raw_signals(query)["lexicon"][j] == 1.0 and not plain._raw_signals(query)["lexicon"].any()
+    disarm_tagger.save(named, tmp_path / "m")
+    loaded = disarm_tagger.load(tmp_path / "m", embedder=fake_embedder)
+    assert loaded.lexicon_ == named.lexicon_
+    assert loaded.named_examples == {"T0004": ["Boosty"]}
+    np.testing.assert_allclose(loaded.predict_proba([text]), named.predict_proba([text]))
 
 
 def test_lexicon_reads_both_ways_the_catalogue_names_examples():

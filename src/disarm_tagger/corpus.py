@@ -21,12 +21,14 @@ EXAMPLES = "examples.jsonl"
 DISARM_STIX = "disarm_stix.jsonl"  # DISARM's own STIX objects, verbatim, for exports that include them
 ANNOTATIONS = "annotations.jsonl"  # analysts' own labels; never written by import-disarm
 AUTHORED = "authored.jsonl"  # passages the project wrote from DISARM's definitions (see coverage.py)
+NAMED_EXAMPLES = "named_examples.jsonl"  # platform and service names per technique, written by the project
 MANIFEST = "manifest.json"
 LICENCE = "CC BY-SA 4.0"
 ATTRIBUTION = (
     "Derived from DISARM Foundation, DISARMframeworks (https://github.com/DISARMFoundation/DISARMframeworks), "
     "licensed CC BY-SA 4.0. Passages in examples.jsonl quote the sources cited on each DISARM incident page; "
-    "authored.jsonl was written by the disarm-tagger project from DISARM's technique definitions, same licence."
+    "authored.jsonl was written by the disarm-tagger project from DISARM's technique definitions, and "
+    "named_examples.jsonl (names of platforms and services per technique) from general knowledge, same licence."
 )
 
 
@@ -161,6 +163,11 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
     }
     if (out / AUTHORED).exists():  # written by the project, not imported: described here, never rewritten
         manifest["authored"] = authored_manifest(out, framework.techniques)
+    if (out / NAMED_EXAMPLES).exists():  # the same
+        names = read_named_examples(out / NAMED_EXAMPLES, framework.techniques)
+        manifest["named_examples"] = {"file": NAMED_EXAMPLES, "techniques": len(names),
+                                      "names": sum(map(len, names.values())),
+                                      "sha256": sha256_file(out / NAMED_EXAMPLES)}  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
@@ -171,6 +178,27 @@ def authored_manifest(folder: Path, techniques: list[Technique]) -> dict:
 
     path = Path(folder) / AUTHORED
     return summary(read_jsonl(path, Example), techniques) | {"file": AUTHORED, "sha256": sha256_file(path)}
+
+
+def read_named_examples(path: Path, techniques: list[Technique]) -> dict[str, tuple[str, ...]]:
+    """named_examples.jsonl: one ``{"technique_id": ..., "names": [...]}`` per line -> {technique id: names}.
+    The names join the named examples DISARM's own definitions list (see signals.build_lexicon)."""
+    known = {t.id for t in techniques}
+    out: dict[str, tuple[str, ...]] = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            tid, names = record["technique_id"], record["names"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorpusError(f"{path}:{n}: not a {{technique_id, names}} record ({exc})") from None
+        if tid not in known:
+            raise CorpusError(f"{path}:{n}: {tid!r} is not in the technique catalogue")
+        if not isinstance(names, list) or not all(isinstance(x, str) and x.strip() for x in names):
+            raise CorpusError(f"{path}:{n}: names must be a list of non-empty strings")
+        out[tid] = tuple(dict.fromkeys([*out.get(tid, ()), *names]))
+    return out
 
 
 def check_authored(folder: Path, *, embedder=None):
@@ -202,6 +230,7 @@ class Corpus:
     local_examples: int = 0
     local_duplicates: int = 0
     authored: list[Example] = field(default_factory=list)  # always training data, never evaluated on
+    named_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # technique id -> names (lexicon)
 
     @property
     def training(self) -> list[Example]:
@@ -238,7 +267,9 @@ def load_corpus(folder: Path, *, include_local: bool = True, include_authored: b
         if unknown:
             raise CorpusError(f"{ex.id}: labels not in the catalogue: {', '.join(sorted(unknown))}")
     merged, duplicates = merge_examples(examples, local)
+    named = read_named_examples(folder / NAMED_EXAMPLES, techniques) if (folder / NAMED_EXAMPLES).exists() else {}
     names = [TECHNIQUES, EXAMPLES] + ([ANNOTATIONS] if local else []) + ([AUTHORED] if authored else [])
+    names += [NAMED_EXAMPLES] if named else []
     digest = hashlib.sha256("".join(sha256_file(folder / n) for n in names).encode()).hexdigest()
     return Corpus(
         techniques=techniques,
@@ -250,6 +281,7 @@ def load_corpus(folder: Path, *, include_local: bool = True, include_authored: b
         local_examples=len(local),
         local_duplicates=duplicates,
         authored=authored,
+        named_examples=named,
     )
 
 

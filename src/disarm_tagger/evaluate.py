@@ -113,7 +113,7 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
       components whose default weight is 0 are forced on at 1 instead; one untuned row (all defaults);
     - the data: without authored passages, and a learning curve over their number per technique;
     - the label prior over real passages only (forced on), tuning for every gold label alike, plain isotonic steps, no hub
-      cap;
+      cap, and the lexicon without the project's named examples (DISARM's own lists only);
     - each other encoder in ``encoders`` (name -> embedder)."""
     authored = tuple(params.get("authored", ()))
     out = {UNTUNED: tagger_method(embedder, **params | {"tune": False, "weights": dict(DEFAULT_WEIGHTS)})}
@@ -131,17 +131,25 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
     out["tuned for every gold label alike"] = tagger_method(embedder, **params | {"objective": "all"})
     out["isotonic steps (no interpolation)"] = tagger_method(embedder, **params | {"calibration": "steps"})
     out["without the hub cap"] = tagger_method(embedder, **params | {"hub_cap": False})
+    if params.get("named_examples"):
+        out[WITHOUT_NAMES] = tagger_method(embedder, **params | {"named_examples": None})
     for name, other in (encoders or {}).items():
         out[f"encoder: {name}"] = tagger_method(other, **params)
     return out
 
 
+WITHOUT_NAMES = "without the project's named examples"
 LEARNING_CURVE = (1, 2, 4, 8)  # authored passages per technique in the learning-curve rows (plus "all": ours)
 
 
 def params_of(tagger: Tagger) -> dict:
-    """A Tagger's parameters as the report records them (everything but the embedder)."""
-    return {k: v for k, v in tagger.get_params().items() if k != "embedder"}
+    """A Tagger's parameters as the report records them: everything but the embedder, with the named examples
+    counted rather than listed (they are in training_data/, whose sha256 the report records)."""
+    params = {k: v for k, v in tagger.get_params().items() if k != "embedder"}
+    if params.get("named_examples"):
+        names = params["named_examples"]
+        params["named_examples"] = f"{sum(map(len, names.values()))} names for {len(names)} techniques"
+    return params
 
 
 # ------------------------------------------------------------------------------------------ cross-validation

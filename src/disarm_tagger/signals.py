@@ -206,13 +206,15 @@ def _plain_capitals(name: str) -> str:
     return name.capitalize() if camel else name
 
 
-def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
+def build_lexicon(techniques: Iterable, extra: Mapping[str, Iterable[str]] | None = None
+                  ) -> dict[str, tuple[int, ...]]:  # fmt: skip
     """Named examples in the technique summaries -> label indices, from the two ways DISARM's pages list
     them: "Examples of Chat Platforms include WhatsApp and Signal" and "YouTube and Vimeo are examples of
     Video Platforms". A list item longer than MAX_EXAMPLE_WORDS words is prose (an example of an event, not a
     name) and is skipped, and so is a whole list that starts with one. A one-word name in CamelCase also
     matches with only its first capital ("Youtube").
-    Drawn only from the DISARM technique pages.
+    ``extra`` adds names by technique id (the project's named_examples.jsonl), each as it is written and in
+    the same plain-capitals form.
 
     >>> from types import SimpleNamespace as T
     >>> lexicon = build_lexicon([
@@ -223,9 +225,14 @@ def build_lexicon(techniques: Iterable) -> dict[str, tuple[int, ...]]:
     {'Signal': (0,), 'WeChat': (0,), 'Wechat': (0,), 'WhatsApp': (0,), 'Whatsapp': (0,)}
     >>> {term: ix for term, ix in lexicon.items() if ix == (1,)}
     {'League of Legends': (1,), 'YouTube': (1,), 'Youtube': (1,)}
+    >>> build_lexicon([T(id="T1", summary="")], {"T1": ["BitChute"], "T9": ["Rumble"]})
+    {'BitChute': (0,), 'Bitchute': (0,)}
     """
     lexicon: dict[str, set[int]] = {}
     for i, tech in enumerate(techniques):
+        for name in extra.get(tech.id, ()) if extra else ():
+            for term in {name, _plain_capitals(name)}:
+                lexicon.setdefault(term, set()).add(i)
         for sentence in re.split(r"(?<=[.;!?])\s+", tech.summary):
             for pattern in _EXAMPLE_LISTS:
                 match = pattern.search(sentence.rstrip("."))

@@ -80,7 +80,7 @@ class Tagger:
                  temperature: float = 0.05, rrf_k: float = 10.0, ridge_alpha: float = 1.0,
                  max_per_parent: int = 3, frozen: tuple[str, ...] = (), authored_weight: float | None = None,
                  prior: str = "all", calibration: str = "interpolated", objective: str = "balanced",
-                 hub_cap: bool = True):  # fmt: skip
+                 hub_cap: bool = True, named_examples: dict | None = None):  # fmt: skip
         self.embedder = embedder
         self.weights = weights
         self.tune = tune
@@ -94,6 +94,7 @@ class Tagger:
         self.calibration = calibration  # "interpolated" or "steps" (plain isotonic, for comparison)
         self.objective = objective  # what tuning maximises: see OBJECTIVES
         self.hub_cap = hub_cap  # penalise techniques that crowd every top 10 (see hub_penalties)
+        self.named_examples = named_examples  # technique id -> names for the lexicon, beside DISARM's own lists
 
     def get_params(self, deep: bool = False) -> dict:
         """The constructor arguments, as scikit-learn's ``get_params``."""
@@ -155,7 +156,7 @@ class Tagger:
         real_texts = [e.text for e in examples if e.origin != AUTHORED]
         self.tfidf_ = lexical.Tfidf.fit("words", lexical_texts + real_texts).index(lexical_texts)
         self.name_tfidf_ = lexical.Tfidf.fit("names", names).index(names)
-        self.lexicon_ = sig.build_lexicon(self.techniques_)
+        self.lexicon_ = sig.build_lexicon(self.techniques_, self.named_examples)
         self.authored_ = authored
         self.Y_authored_ = self.Y_[authored].astype(np.float32)  # derived, not stored: see from_state
         self.C_ = _half(sig.centroids(self.doc_emb_[authored], self.Y_[authored]))
