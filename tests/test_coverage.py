@@ -138,3 +138,18 @@ def test_cli_check_authored_reports_and_exits_4_on_a_problem(tmp_path):
     bad = CliRunner().invoke(app, ["check-authored", "--data", str(folder), "--no-similarity"])
     assert bad.exit_code == EXIT_DATA
     assert "T0002: 3 passages written for it" in bad.stderr and "'authored' section does not describe" in bad.stderr
+
+
+def test_check_authored_also_holds_the_manifest_to_the_named_examples(tmp_path):
+    folder = tmp_path / "td"
+    folder.mkdir()
+    corpus.write_jsonl(folder / corpus.TECHNIQUES, CATALOGUE)
+    corpus.write_jsonl(folder / corpus.EXAMPLES, [])
+    corpus.write_jsonl(folder / corpus.AUTHORED, authored(GOOD))
+    (folder / corpus.NAMED_EXAMPLES).write_text('{"technique_id": "T0001", "names": ["Viber"]}\n')
+    manifest = {"authored": corpus.authored_manifest(folder, CATALOGUE),
+                "named_examples": corpus.named_examples_manifest(folder, CATALOGUE)}  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert corpus.check_authored(folder).problems == []
+    (folder / corpus.NAMED_EXAMPLES).write_text('{"technique_id": "T0001", "names": ["Viber", "Zalo"]}\n')
+    assert any("'named_examples' section does not describe" in p for p in corpus.check_authored(folder).problems)

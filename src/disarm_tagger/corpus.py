@@ -164,10 +164,7 @@ def import_disarm(root: Path, out: Path, *, stix: bool = True) -> ImportSummary:
     if (out / AUTHORED).exists():  # written by the project, not imported: described here, never rewritten
         manifest["authored"] = authored_manifest(out, framework.techniques)
     if (out / NAMED_EXAMPLES).exists():  # the same
-        names = read_named_examples(out / NAMED_EXAMPLES, framework.techniques)
-        manifest["named_examples"] = {"file": NAMED_EXAMPLES, "techniques": len(names),
-                                      "names": sum(map(len, names.values())),
-                                      "sha256": sha256_file(out / NAMED_EXAMPLES)}  # fmt: skip
+        manifest["named_examples"] = named_examples_manifest(out, framework.techniques)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return summary
 
@@ -178,6 +175,14 @@ def authored_manifest(folder: Path, techniques: list[Technique]) -> dict:
 
     path = Path(folder) / AUTHORED
     return summary(read_jsonl(path, Example), techniques) | {"file": AUTHORED, "sha256": sha256_file(path)}
+
+
+def named_examples_manifest(folder: Path, techniques: list[Technique]) -> dict:
+    """manifest.json's description of named_examples.jsonl: how many techniques and names, and its sha256."""
+    path = Path(folder) / NAMED_EXAMPLES
+    names = read_named_examples(path, techniques)
+    return {"file": NAMED_EXAMPLES, "techniques": len(names), "names": sum(map(len, names.values())),
+            "sha256": sha256_file(path)}  # fmt: skip
 
 
 def read_named_examples(path: Path, techniques: list[Technique]) -> dict[str, tuple[str, ...]]:
@@ -214,6 +219,10 @@ def check_authored(folder: Path, *, embedder=None):
     if data.manifest.get("authored") != authored_manifest(folder, data.techniques):
         report.problems.append(f"{folder / MANIFEST}: its 'authored' section does not describe {AUTHORED}; re-run "
                                "`disarm-tagger import-disarm` (`make import`)")  # fmt: skip
+    if (folder / NAMED_EXAMPLES).exists() and data.manifest.get("named_examples") != named_examples_manifest(
+            folder, data.techniques):  # fmt: skip
+        report.problems.append(f"{folder / MANIFEST}: its 'named_examples' section does not describe "
+                               f"{NAMED_EXAMPLES}; re-run `disarm-tagger import-disarm` (`make import`)")
     return report
 
 
