@@ -74,7 +74,8 @@ def check_authored(
     Every technique has at least 4 passages written for it; no text holds a technique id or a technique's
     name; every label is in the catalogue; no two passages share a text or a sentence skeleton; with
     --similarity, no two passages are near-identical (cosine >= 0.95) and none is close to a DISARM incident
-    passage or sentence (cosine >= 0.90). Exit 0 when all hold, 4 otherwise.
+    passage or sentence (cosine >= 0.90); manifest.json describes authored.jsonl and named_examples.jsonl as
+    they are (re-run import-disarm after editing either). Exit 0 when all hold, 4 otherwise.
     """
     from .. import corpus
     from ..embed import EmbedderError, load_embedder
