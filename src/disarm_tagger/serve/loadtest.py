@@ -97,6 +97,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _default_sigint() -> None:
+    """In the server's child process before exec: SIGINT back to its default. A shell starts background jobs
+    with SIGINT ignored, and a server started from one would inherit that: uvicorn still stops on SIGINT, but
+    then re-raises an ignored signal and exits 0 instead of 130."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(args: list[str], *, log: Path, timeout: float = 300.0):
     """Start `disarm-tagger serve ARGS` on 127.0.0.1 and a free port; return (process, url) once /healthz
     answers (the server warms its encoder up before it listens). Stop it with ``stop_server``."""
@@ -107,7 +116,8 @@ def start_server(args: list[str], *, log: Path, timeout: float = 300.0):
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "disarm_tagger", "serve", "--host", "127.0.0.1",
-                                 "--port", str(port), *args], stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+                                 "--port", str(port), *args], stdout=fh, stderr=subprocess.STDOUT,
+                                preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
