@@ -124,12 +124,18 @@ def test_similarity_rules_catch_a_near_copy_of_disarm_and_of_another_passage():
     assert report.max_cosine_to_disarm["q100"] >= coverage.NEAR_DISARM
 
 
-def test_cli_check_authored_reports_and_exits_4_on_a_problem(tmp_path):
+def _training_data(tmp_path):
+    """A training_data folder with the test catalogue, no DISARM passages and the good authored set."""
     folder = tmp_path / "td"
     folder.mkdir()
     corpus.write_jsonl(folder / corpus.TECHNIQUES, CATALOGUE)
     corpus.write_jsonl(folder / corpus.EXAMPLES, [])
     corpus.write_jsonl(folder / corpus.AUTHORED, authored(GOOD))
+    return folder
+
+
+def test_cli_check_authored_reports_and_exits_4_on_a_problem(tmp_path):
+    folder = _training_data(tmp_path)
     (folder / "manifest.json").write_text(json.dumps({"authored": corpus.authored_manifest(folder, CATALOGUE)}))
     ok = CliRunner().invoke(app, ["check-authored", "--data", str(folder), "--no-similarity"])
     assert ok.exit_code == 0, ok.output
@@ -141,11 +147,7 @@ def test_cli_check_authored_reports_and_exits_4_on_a_problem(tmp_path):
 
 
 def test_check_authored_also_holds_the_manifest_to_the_named_examples(tmp_path):
-    folder = tmp_path / "td"
-    folder.mkdir()
-    corpus.write_jsonl(folder / corpus.TECHNIQUES, CATALOGUE)
-    corpus.write_jsonl(folder / corpus.EXAMPLES, [])
-    corpus.write_jsonl(folder / corpus.AUTHORED, authored(GOOD))
+    folder = _training_data(tmp_path)
     (folder / corpus.NAMED_EXAMPLES).write_text('{"technique_id": "T0001", "names": ["Viber"]}\n')
     manifest = {"authored": corpus.authored_manifest(folder, CATALOGUE),
                 "named_examples": corpus.named_examples_manifest(folder, CATALOGUE)}  # fmt: skip

@@ -242,6 +242,11 @@ class Corpus:
     named_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # technique id -> names (lexicon)
 
     @property
+    def tagger_params(self) -> dict:
+        """What this training data sets on a Tagger beside its examples: the lexicon's extra names."""
+        return {"named_examples": self.named_examples or None}
+
+    @property
     def training(self) -> list[Example]:
         """Everything a model is fitted on: real passages, then authored ones."""
         return [*self.examples, *self.authored]

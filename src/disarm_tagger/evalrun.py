@@ -38,7 +38,7 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
     try:
         report = evaluate.evaluate(data_set.examples, data_set.techniques, embedder=embedder,
                                    authored=data_set.authored, n_folds=folds, ablations=ablations,
-                                   tagger_params={"named_examples": data_set.named_examples or None},
+                                   tagger_params=data_set.tagger_params,
                                    ablation_folds=ablation_folds, encoders=others, progress=progress)  # fmt: skip
         if articles is not None:
             report.config["article_hubs"] = article_hubs(data_set, embedder, articles, report)
@@ -59,8 +59,7 @@ def article_hubs(data_set, embedder, folder: Path, report: EvalReport) -> dict:
     from . import summaries, text
     from .tagger import Tagger
 
-    tagger = Tagger(embedder, named_examples=data_set.named_examples or None).fit(data_set.training,
-                                                                                   data_set.techniques)
+    tagger = Tagger(embedder, **data_set.tagger_params).fit(data_set.training, data_set.techniques)
     paths = sorted(p for p in Path(folder).rglob("*")
                    if p.suffix.lower() in (".md", ".txt", ".html", ".htm") and not p.stem.upper().startswith("README"))
     articles = [[s.technique_id for s in a.suggestions]

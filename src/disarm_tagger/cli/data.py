@@ -160,8 +160,7 @@ def train(
     typer.echo(f"training on {len(data_set.examples)} real passages ({data_set.local_examples} local annotations, "
                f"{data_set.local_duplicates} replacing imported passages) and {len(data_set.authored)} authored "
                f"passages over {len(data_set.techniques)} techniques", err=True)  # fmt: skip
-    tagger = Tagger(embedder, named_examples=data_set.named_examples or None).fit(data_set.training,
-                                                                                   data_set.techniques)
+    tagger = Tagger(embedder, **data_set.tagger_params).fit(data_set.training, data_set.techniques)
     stix = data / corpus.DISARM_STIX  # DISARM's own STIX objects, for exports that include them
     meta = persist.save(tagger, out, provenance=corpus.provenance(data_set, data),
                         disarm_stix=stix if stix.exists() else None)  # fmt: skip
