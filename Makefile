@@ -37,7 +37,7 @@ train: $(STAMP)
 ## the committed report: leave-one-incident-out, ablations (incl. the fp32 encoder and the tuned encoder), hubs
 ## (ablations on 5 folds: with 5,577 authored passages 10 folds took about an hour more on 2 cores)
 eval: $(STAMP) .cache/encoder-tuned
-	$(BIN)/disarm-tagger eval --data training_data --out eval --ablation-folds 5 --compare-encoder onnx --compare-encoder .cache/encoder-tuned --articles ../shared/articles
+	$(BIN)/disarm-tagger eval --data training_data --out eval --ablation-folds 5 --compare-encoder onnx --compare-encoder .cache/encoder-tuned --articles ../shared/articles --long-documents
 
 ## contrastive tuning of MiniLM on the authored passages (measured in eval; not shipped: see README)
 .cache/encoder-tuned: training_data/authored.jsonl

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from disarm_tagger.metrics import parent_id
-from disarm_tagger import baselines, evaluate, persist, report, summaries
+from disarm_tagger import baselines, evalrun, evaluate, persist, report, summaries
 from disarm_tagger.cli import EXIT_GATE, EXIT_USAGE, app
 from disarm_tagger.corpus import write_jsonl
 from disarm_tagger import metrics
@@ -299,3 +299,51 @@ def test_calibration_and_hub_summaries():
                                                                          Technique("c", "C", "", "TA2", "y")])}
     assert tactics["TA2"]["unseen_support"] == 1 and tactics["TA2"]["unseen_r@10"] == 1.0
     assert tactics["TA1"]["unseen_support"] == 0 and tactics["TA1"]["unseen_r@10"] is None
+
+
+def test_long_document_rows_pool_gold_labels_by_size():
+    seen = {"a", "b"}
+    filler = list("CDEFGHIJK")  # never gold
+    docs = [(1, {"a", "x"}, seen, ["a", *filler, "x"]),  # x is 11th: outside the top 10 of a 1-passage text
+            (2, {"a", "b", "x"}, seen, ["b", *filler, "x", "a"])]  # x, a: in a 2-passage text's top 20 only
+    one, two = evalrun.long_document_rows(docs)
+    assert (one["size"], one["documents"], one["gold"]) == (1, 1, 2.0)
+    keys = ("r@10", "r@10_per_passage", "seen_r@10", "unseen_r@10")
+    assert [one[k] for k in keys] == [0.5, 0.5, 1.0, 0.0]
+    assert one["unseen_gold"] == 1 and one["map"] == pytest.approx((1 + 2 / 11) / 2)
+    assert [two[k] for k in keys] == [1 / 3, 1.0, 0.5, 0.0]
+    assert two["map"] == pytest.approx((1 + 2 / 11 + 3 / 12) / 3)
+
+
+def test_long_documents_join_held_out_incidents_only(fake_embedder, monkeypatch):
+    from types import SimpleNamespace
+
+    fitted, scored = [], []
+    fit, proba = Tagger.fit, Tagger.predict_proba
+    def recording_fit(self, examples, techniques):
+        fitted.append({e.incident_id for e in examples})
+        return fit(self, examples, techniques)
+
+    def recording_proba(self, texts):
+        scored.append(list(texts))
+        return proba(self, texts)
+
+    monkeypatch.setattr(Tagger, "fit", recording_fit)
+    monkeypatch.setattr(Tagger, "predict_proba", recording_proba)
+    data = SimpleNamespace(training=EXAMPLES, techniques=TECHNIQUES, tagger_params={})
+    out = evalrun.long_document_recall(data, fake_embedder, folds=2, per_fold=3)
+    incident_of = {e.text: e.incident_id for e in EXAMPLES}
+    for train_incidents, texts in zip(fitted, scored):
+        for text in texts:
+            parts = [incident_of[p] for p in text.split("\n\n")]
+            assert len(parts) == len(set(parts)) and not set(parts) & train_incidents
+    sizes = {r["size"]: r["documents"] for r in out["rows"]}
+    assert sizes[1] == len(EXAMPLES) and sizes[2] == 2 * 3 and 5 not in sizes  # no fold holds 5 incidents
+
+
+def test_cli_eval_long_documents_section(training_data, tmp_path):
+    result = _eval(tmp_path, training_data, "--long-documents")
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Long documents (ours)" in md and "--long-documents" in md
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["config"]["long_documents"]["rows"]

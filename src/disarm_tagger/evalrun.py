@@ -25,7 +25,8 @@ class Run:
 def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
                      local: bool = True, authored: bool = True, backend: str | None = None,
                      cache: Path | None = None, compare_encoders: Sequence[str] = (),
-                     articles: Path | None = None, progress: Progress | None = None) -> Run:  # fmt: skip
+                     articles: Path | None = None, long_documents: bool = False,
+                     progress: Progress | None = None) -> Run:  # fmt: skip
     """Cross-validate on a training_data folder by incident. Raises corpus.CorpusError, evaluate.EvalError,
     embed.EmbedderError."""
     from .embed import CachedEmbedder, embedder_for, load_embedder
@@ -42,6 +43,8 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
                                    ablation_folds=ablation_folds, encoders=others, progress=progress)  # fmt: skip
         if articles is not None:
             report.config["article_hubs"] = article_hubs(data_set, embedder, articles, report)
+        if long_documents:
+            report.config["long_documents"] = long_document_recall(data_set, embedder)
     finally:
         embedder.save()
     argv = ["--data", str(data), *(["--folds", str(folds)] if folds else []),
@@ -49,7 +52,8 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
             *([] if local else ["--no-local"]), *([] if authored else ["--no-authored"]),
             *(["--backend", backend] if backend else []),
             *(arg for spec in compare_encoders for arg in ("--compare-encoder", spec)),
-            *(["--articles", str(articles)] if articles is not None else [])]  # fmt: skip
+            *(["--articles", str(articles)] if articles is not None else []),
+            *(["--long-documents"] if long_documents else [])]  # fmt: skip
     return Run(report, corpus.provenance(data_set, data), shlex.join(["disarm-tagger", "eval", *argv]), commit)
 
 
@@ -68,6 +72,67 @@ def article_hubs(data_set, embedder, folder: Path, report: EvalReport) -> dict:
     held_out = [p.ranked for p in report.predictions if p.method == summaries.OURS]
     return {"folder": str(folder), "articles": len(articles), "passages": len(held_out),
             "rows": summaries.hubs([*held_out, *articles])}  # fmt: skip
+
+
+LONG_SIZES = (1, 2, 3, 5)  # passages per pseudo-article
+
+
+def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 12, seed: int = 0) -> dict:
+    """How recall holds up as a text gets longer and carries more techniques. Real passages are split by
+    incident (GroupKFold); in each fold a tagger is fitted as `train` fits it on the training side, and
+    pseudo-articles are built from the held-out side only: ``m`` passages of ``m`` different held-out
+    incidents joined as paragraphs, gold = the union of their labels (``per_fold`` articles per size and
+    fold; size 1 is every held-out passage alone)."""
+    import random
+
+    from sklearn.model_selection import GroupKFold
+
+    from .tagger import Tagger
+
+    real = [e for e in data_set.training if e.origin != "authored"]
+    authored = [e for e in data_set.training if e.origin == "authored"]
+    groups = [e.incident_id for e in real]
+    rng, docs = random.Random(seed), []  # (size, gold, seen, ranked ids)
+    for train, test in GroupKFold(n_splits=min(folds, len(set(groups)))).split(real, groups=groups):
+        tagger = Tagger(embedder, **data_set.tagger_params).fit([*authored, *(real[i] for i in train)],
+                                                                data_set.techniques)  # fmt: skip
+        seen = {label for i in train for label in real[i].labels}
+        by_incident: dict[str, list[int]] = {}
+        for i in test:
+            by_incident.setdefault(groups[i], []).append(i)
+        parts = [[i] for i in test]
+        for size in LONG_SIZES[1:]:
+            if len(by_incident) >= size:
+                parts += [[rng.choice(by_incident[g]) for g in rng.sample(sorted(by_incident), size)]
+                          for _ in range(per_fold)]  # fmt: skip
+        texts = ["\n\n".join(real[i].text for i in p) for p in parts]
+        for p, scores in zip(parts, tagger.predict_proba(texts)):
+            ranked = [tagger.classes_[j] for j in tagger.rank(scores, top_k=10)]
+            docs.append((len(p), {label for i in p for label in real[i].labels}, seen, ranked))
+    return {"folds": folds, "per_fold": per_fold, "seed": seed, "rows": long_document_rows(docs)}
+
+
+def long_document_rows(docs) -> list[dict]:
+    """Per size: documents, mean gold labels, R@10, R@10·size (ten per passage), R@10 of the labels with and
+    without a real training passage, and MAP, pooled over gold labels (MAP: mean over documents)."""
+    from .metrics import average_precision_score
+
+    rows = []
+    for size in sorted({d[0] for d in docs}):
+        mine = [d for d in docs if d[0] == size]
+        hits: dict[str, list[bool]] = {"top10": [], "scaled": [], "seen": [], "unseen": []}
+        for _, gold, seen, ranked in mine:
+            top, scaled = set(ranked[:10]), set(ranked[: 10 * size])
+            for g in gold:
+                hits["top10"].append(g in top)
+                hits["scaled"].append(g in scaled)
+                hits["seen" if g in seen else "unseen"].append(g in top)
+        share = {k: (sum(v) / len(v) if v else None) for k, v in hits.items()}
+        rows.append({"size": size, "documents": len(mine), "gold": sum(len(d[1]) for d in mine) / len(mine),
+                     "r@10": share["top10"], "r@10_per_passage": share["scaled"], "seen_r@10": share["seen"],
+                     "unseen_r@10": share["unseen"], "unseen_gold": len(hits["unseen"]),
+                     "map": sum(average_precision_score(d[3], d[1]) for d in mine) / len(mine)})  # fmt: skip
+    return rows
 
 
 def heldout(test: Path, model_folder: Path, tagger, *, progress: Progress | None = None) -> Run:

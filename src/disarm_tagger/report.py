@@ -288,6 +288,8 @@ def markdown(doc: dict) -> str:
         rows = [[h["id"], _f(h["share"], 2), "yes" if h["hub"] else "no"] for h in art["rows"]]
         out += (_table(["technique", "share of top 10s", "over 30%"], rows) if rows else ["None."]) + [""]
 
+    out += _long_documents(cfg.get("long_documents"))
+
     techs = ours["per_technique"]
     out += ["## Per technique (ours)", "",
             (f"The {min(TOP_TECHNIQUES, len(techs))} techniques with the most gold labels, of the "
@@ -311,3 +313,21 @@ def markdown(doc: dict) -> str:
                  + ", ".join(f"{t} ({n})" for t, n in sorted(capped.items(), key=lambda kv: (-kv[1], kv[0])))
                  + "."), ""]  # fmt: skip
     return "\n".join(out)
+
+
+def _long_documents(long: dict | None) -> list[str]:
+    """The --long-documents section: recall as held-out passages are joined into longer texts."""
+    if not long:
+        return []
+    out = ["## Long documents (ours)", "",
+           (f"Split: GroupKFold by incident ({long['folds']} folds), not the headline split. Each "
+            "fold's tagger is fitted as `train` fits it; a pseudo-article joins held-out passages of *size* "
+            f"different held-out incidents as paragraphs ({long['per_fold']} per size and fold, seed "
+            f"{long['seed']}), and its gold labels are the union of theirs. Size 1 is every held-out "
+            "passage alone. *R@10 per passage* reads 10 suggestions per joined passage (the top 30 for "
+            "3 passages)."), ""]  # fmt: skip
+    rows = [[r["size"], r["documents"], _f(r["gold"], 1), _f(r["r@10"]), _f(r["r@10_per_passage"]),
+             _f(r["seen_r@10"]), f"{_f(r['unseen_r@10'])} ({r['unseen_gold']})", _f(r["map"])]
+            for r in long["rows"]]  # fmt: skip
+    return out + _table(["size", "documents", "gold labels", "R@10", "R@10 per passage", "seen R@10",
+                         "unseen R@10 (gold)", "MAP"], rows) + [""]  # fmt: skip
