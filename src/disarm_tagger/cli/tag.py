@@ -34,7 +34,8 @@ def suggest(
     path: Annotated[str, typer.Argument(help="Article file (.txt, .md, .html) or - for standard input.")],
     *,
     model: ModelOption = None,
-    top_k: Annotated[int, typer.Option(min=1, max=400, help="How many suggestions to show.")] = 10,
+    top_k: Annotated[int, typer.Option(min=1, max=400, help="How many suggestions to show. A long report "
+                     "carries more techniques than 10: try 20-30 (README: Long documents).")] = 10,
     min_score: Annotated[float, typer.Option(min=0.0, max=1.0, help="Hide suggestions scoring below this.")] = 0.0,
     format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format("table"),
     backend: BackendOption = None,
