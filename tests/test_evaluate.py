@@ -331,7 +331,10 @@ def test_long_documents_join_held_out_incidents_only(fake_embedder, monkeypatch)
     monkeypatch.setattr(Tagger, "fit", recording_fit)
     monkeypatch.setattr(Tagger, "predict_proba", recording_proba)
     data = SimpleNamespace(training=EXAMPLES, techniques=TECHNIQUES, tagger_params={})
-    out = evalrun.long_document_recall(data, fake_embedder, folds=2, per_fold=3)
+    steps = []
+    out = evalrun.long_document_recall(data, fake_embedder, folds=2, per_fold=3,
+                                       progress=lambda *step: steps.append(step))  # fmt: skip
+    assert steps[-1] == (2, 2, "long documents, fold 2/2") and out["folds"] == 2
     incident_of = {e.text: e.incident_id for e in EXAMPLES}
     for train_incidents, texts in zip(fitted, scored):
         for text in texts:

@@ -44,7 +44,7 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
         if articles is not None:
             report.config["article_hubs"] = article_hubs(data_set, embedder, articles, report)
         if long_documents:
-            report.config["long_documents"] = long_document_recall(data_set, embedder)
+            report.config["long_documents"] = long_document_recall(data_set, embedder, progress=progress)
     finally:
         embedder.save()
     argv = ["--data", str(data), *(["--folds", str(folds)] if folds else []),
@@ -77,7 +77,8 @@ def article_hubs(data_set, embedder, folder: Path, report: EvalReport) -> dict:
 LONG_SIZES = (1, 2, 3, 5)  # passages per pseudo-article
 
 
-def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 12, seed: int = 0) -> dict:
+def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 12, seed: int = 0,
+                         progress: Progress | None = None) -> dict:  # fmt: skip
     """How recall holds up as a text gets longer and carries more techniques. Real passages are split by
     incident (GroupKFold); in each fold a tagger is fitted as `train` fits it on the training side, and
     pseudo-articles are built from the held-out side only: ``m`` passages of ``m`` different held-out
@@ -93,7 +94,8 @@ def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 
     authored = [e for e in data_set.training if e.origin == "authored"]
     groups = [e.incident_id for e in real]
     rng, docs = random.Random(seed), []  # (size, gold, seen, ranked ids)
-    for train, test in GroupKFold(n_splits=min(folds, len(set(groups)))).split(real, groups=groups):
+    n_splits = min(folds, len(set(groups)))
+    for fold, (train, test) in enumerate(GroupKFold(n_splits=n_splits).split(real, groups=groups), start=1):
         tagger = Tagger(embedder, **data_set.tagger_params).fit([*authored, *(real[i] for i in train)],
                                                                 data_set.techniques)  # fmt: skip
         seen = {label for i in train for label in real[i].labels}
@@ -109,7 +111,9 @@ def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 
         for p, scores in zip(parts, tagger.predict_proba(texts)):
             ranked = [tagger.classes_[j] for j in tagger.rank(scores, top_k=10)]
             docs.append((len(p), {label for i in p for label in real[i].labels}, seen, ranked))
-    return {"folds": folds, "per_fold": per_fold, "seed": seed, "rows": long_document_rows(docs)}
+        if progress:
+            progress(fold, n_splits, f"long documents, fold {fold}/{n_splits}")
+    return {"folds": n_splits, "per_fold": per_fold, "seed": seed, "rows": long_document_rows(docs)}
 
 
 def long_document_rows(docs) -> list[dict]:
