@@ -320,6 +320,7 @@ def test_long_documents_join_held_out_incidents_only(fake_embedder, monkeypatch)
 
     fitted, scored = [], []
     fit, proba = Tagger.fit, Tagger.predict_proba
+
     def recording_fit(self, examples, techniques):
         fitted.append({e.incident_id for e in examples})
         return fit(self, examples, techniques)
@@ -330,7 +331,7 @@ def test_long_documents_join_held_out_incidents_only(fake_embedder, monkeypatch)
 
     monkeypatch.setattr(Tagger, "fit", recording_fit)
     monkeypatch.setattr(Tagger, "predict_proba", recording_proba)
-    data = SimpleNamespace(training=EXAMPLES, techniques=TECHNIQUES, tagger_params={})
+    data = SimpleNamespace(examples=EXAMPLES, authored=[], techniques=TECHNIQUES, tagger_params={})
     steps = []
     out = evalrun.long_document_recall(data, fake_embedder, folds=2, per_fold=3,
                                        progress=lambda *step: steps.append(step))  # fmt: skip

@@ -80,40 +80,33 @@ LONG_SIZES = (1, 2, 3, 5)  # passages per pseudo-article
 def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 12, seed: int = 0,
                          progress: Progress | None = None) -> dict:  # fmt: skip
     """How recall holds up as a text gets longer and carries more techniques. Real passages are split by
-    incident (GroupKFold); in each fold a tagger is fitted as `train` fits it on the training side, and
-    pseudo-articles are built from the held-out side only: ``m`` passages of ``m`` different held-out
-    incidents joined as paragraphs, gold = the union of their labels (``per_fold`` articles per size and
-    fold; size 1 is every held-out passage alone)."""
+    incident (GroupKFold); in each fold a tagger is fitted as the cross-validation fits it on the training
+    side, and pseudo-articles are built from the held-out side only: ``m`` passages of ``m`` different
+    held-out incidents joined as paragraphs, gold = the union of their labels (``per_fold`` articles per
+    size and fold; size 1 is every held-out passage alone)."""
     import random
 
-    from sklearn.model_selection import GroupKFold
-
-    from .tagger import Tagger
-
-    real = [e for e in data_set.training if e.origin != "authored"]
-    authored = [e for e in data_set.training if e.origin == "authored"]
-    groups = [e.incident_id for e in real]
+    real = data_set.examples
+    run = evaluate.tagger_method(embedder, authored=data_set.authored, **data_set.tagger_params)
+    splits = evaluate.incident_folds(real, n_folds=min(folds, len({e.incident_id for e in real})))
     rng, docs = random.Random(seed), []  # (size, gold, seen, ranked ids)
-    n_splits = min(folds, len(set(groups)))
-    for fold, (train, test) in enumerate(GroupKFold(n_splits=n_splits).split(real, groups=groups), start=1):
-        tagger = Tagger(embedder, **data_set.tagger_params).fit([*authored, *(real[i] for i in train)],
-                                                                data_set.techniques)  # fmt: skip
-        seen = {label for i in train for label in real[i].labels}
+    for fold in splits:
+        seen = {label for i in fold.train for label in real[i].labels}
         by_incident: dict[str, list[int]] = {}
-        for i in test:
-            by_incident.setdefault(groups[i], []).append(i)
-        parts = [[i] for i in test]
+        for i in fold.test:
+            by_incident.setdefault(real[i].incident_id, []).append(i)
+        parts = [[i] for i in fold.test]
         for size in LONG_SIZES[1:]:
             if len(by_incident) >= size:
                 parts += [[rng.choice(by_incident[g]) for g in rng.sample(sorted(by_incident), size)]
                           for _ in range(per_fold)]  # fmt: skip
-        texts = ["\n\n".join(real[i].text for i in p) for p in parts]
-        for p, scores in zip(parts, tagger.predict_proba(texts)):
-            ranked = [tagger.classes_[j] for j in tagger.rank(scores, top_k=10)]
+        rows, _ = run([real[i] for i in fold.train], ["\n\n".join(real[i].text for i in p) for p in parts],
+                      data_set.techniques)  # fmt: skip
+        for p, (ranked, _, _) in zip(parts, rows):
             docs.append((len(p), {label for i in p for label in real[i].labels}, seen, ranked))
         if progress:
-            progress(fold, n_splits, f"long documents, fold {fold}/{n_splits}")
-    return {"folds": n_splits, "per_fold": per_fold, "seed": seed, "rows": long_document_rows(docs)}
+            progress(fold.index + 1, len(splits), f"long documents, fold {fold.index + 1}/{len(splits)}")
+    return {"folds": len(splits), "per_fold": per_fold, "seed": seed, "rows": long_document_rows(docs)}
 
 
 def long_document_rows(docs) -> list[dict]:

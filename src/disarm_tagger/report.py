@@ -325,7 +325,8 @@ def _long_documents(long: dict | None) -> list[str]:
             f"different held-out incidents as paragraphs ({long['per_fold']} per size and fold, seed "
             f"{long['seed']}), and its gold labels are the union of theirs. Size 1 is every held-out "
             "passage alone. *R@10 per passage* reads 10 suggestions per joined passage (the top 30 for "
-            "3 passages)."), ""]  # fmt: skip
+            "3 passages). Recalls here pool the gold labels of every text of a size; the headline's R@10 "
+            "is a mean over passages."), ""]  # fmt: skip
     rows = [[r["size"], r["documents"], _f(r["gold"], 1), _f(r["r@10"]), _f(r["r@10_per_passage"]),
              _f(r["seen_r@10"]), f"{_f(r['unseen_r@10'])} ({r['unseen_gold']})", _f(r["map"])]
             for r in long["rows"]]  # fmt: skip
