@@ -148,8 +148,12 @@ def test_outputs_written_and_deterministic(loio, tmp_path):
 
 def test_ablation_removes_a_signal_and_keeps_it_out(fake_embedder):
     variants = evaluate.ablation_variants(fake_embedder, {})
-    expected = [f"without {s}" if w else f"with {s} forced to 1" for s, w in DEFAULT_WEIGHTS.items()]
+    expected = [f"without {s}" if w else f"with {s} forced to 1" for s, w in DEFAULT_WEIGHTS.items()
+                if s != "ridge_text"]  # off by default: its row switches it on instead
     assert list(variants)[1:len(expected) + 1] == expected
+    assert evaluate.WITH_TEXT_RIDGE in variants
+    with_it = evaluate.ablation_variants(fake_embedder, {"text_ridge": True})
+    assert "without ridge_text" in with_it and evaluate.WITH_TEXT_RIDGE not in with_it
     assert set(SIGNALS) <= set(DEFAULT_WEIGHTS)
     _rows, info = variants["without knn"](EXAMPLES[:6], ["fake accounts"], TECHNIQUES)
     assert info["weights"]["knn"] == 0.0  # held out of tuning: the tuner may move the others, never this

@@ -77,7 +77,8 @@ def test_fit_tunes_on_out_of_fold_signals_and_uses_the_result(fitted, fake_embed
 
     monkeypatch.setattr(tagger_module, "tune_weights", spy)
     tagger = Tagger(fake_embedder).fit(_examples(), TECHNIQUES)
-    assert tagger.weights_ == DEFAULT_WEIGHTS | {"zs_name": 2.0}  # tuning's result is what the tagger uses
+    # tuning's result is what the tagger uses (ridge_text is off: held at 0)
+    assert tagger.weights_ == DEFAULT_WEIGHTS | {"zs_name": 2.0, "ridge_text": 0.0}
     assert len(seen["oof"]) == len(_examples())
     # T0004 has one passage, in incident I3: out of fold that passage cannot vote for its own label. In fold,
     # it would be its own nearest neighbour and kNN would give T0004 nearly all its mass.
@@ -123,6 +124,32 @@ def test_state_round_trip_is_exact(fitted, fake_embedder):
     assert again.get_params() == fitted.get_params()
     texts = ["a website with a domain", "faces by neural networks"]
     np.testing.assert_array_equal(again.predict_proba(texts), fitted.predict_proba(texts))
+
+
+def _authored_payments_and_video():
+    rows = [(f"Readers in {place} paid by card to unlock the {what}.", ("T0004",))
+            for place in ("Lima", "Oslo", "Pune") for what in ("posts", "videos")]  # fmt: skip
+    rows += [(f"A synthetic video of {who} made by neural networks circulated in {place}.", ("T0003.002",))
+             for place in ("Lima", "Oslo", "Pune") for who in ("a minister", "a general")]  # fmt: skip
+    return [Example(f"W{i}", f"AUTH-{i}", "authored", text, labels, origin="authored")
+            for i, (text, labels) in enumerate(rows)]  # fmt: skip
+
+
+def test_ridge_text_is_off_unless_asked_for_and_round_trips_when_on(fake_embedder):
+    data = [*_examples(), *_authored_payments_and_video()]
+    off = Tagger(fake_embedder).fit(data, TECHNIQUES)
+    assert off.weights_["ridge_text"] == 0.0  # held at 0, never tuned
+    assert off.R_text_.shape[0] == 0 and not off.R_emb_.any() and not off.r0_.any()
+    on = Tagger(fake_embedder, text_ridge=True).fit(data, TECHNIQUES)
+    assert {"paid", "video", "neural networks"} <= set(on.text_tfidf_.vocabulary)
+    idx, w = on.text_tfidf_.vector("someone paid by card")
+    raw = w @ on.R_text_[idx] + on.r0_
+    assert raw.argmax() == on.classes_.index("T0004")
+    json_state, arrays = on.state()
+    again = Tagger.from_state(json.loads(json.dumps(json_state)), arrays, on.techniques_, fake_embedder)
+    assert again.text_ridge and again.weights_ == on.weights_
+    texts = ["readers paid by card", "a synthetic video made by neural networks"]
+    np.testing.assert_array_equal(again.predict_proba(texts), on.predict_proba(texts))
 
 
 def test_get_params_lists_the_constructor_arguments(fake_embedder):
@@ -282,6 +309,54 @@ def test_numpy_tfidf_matches_scikit_learn():
     expected = (sk_names.transform([query]) @ sk_names.transform(names).T).toarray()[0]
     np.testing.assert_allclose(ours_names.similarity(query), expected, atol=1e-12)
     assert not ours.similarity("zzz qqq").any()  # no known term: all zero, no division by zero
+
+
+def test_tfidf_min_df_and_matrix_match_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from disarm_tagger import lexical
+
+    corpus = [e.text for e in _examples()]
+    ours = lexical.Tfidf.fit("words", corpus, min_df=2)
+    sk = TfidfVectorizer(sublinear_tf=True, stop_words="english", ngram_range=(1, 2), min_df=2).fit(corpus)
+    assert sorted(ours.vocabulary) == sorted(sk.vocabulary_)
+    order = [sk.vocabulary_[t] for t in sorted(ours.vocabulary, key=ours.vocabulary.get)]
+    np.testing.assert_allclose(ours.matrix_of(corpus).toarray(), sk.transform(corpus).toarray()[:, order], atol=1e-12)
+
+
+def test_text_ridge_learns_the_words_that_tell_siblings_apart(fake_embedder):
+    texts = [f"Operators {verb} the {noun} across {place}." for verb, noun in
+             [("forged", "letters"), ("faked", "letters"), ("forged", "memos"), ("doctored", "letters")]
+             for place in ("Kenya", "Peru", "Poland")]  # fmt: skip
+    texts += [f"Bots {verb} the {noun} in {place}." for verb, noun in
+              [("flooded", "hashtag"), ("swamped", "hashtag"), ("flooded", "trend"), ("spammed", "hashtag")]
+              for place in ("Kenya", "Peru", "Poland")]  # fmt: skip
+    Y = np.repeat(np.eye(2), 12, axis=0)
+    E = np.zeros((len(texts), 4))  # no help from the embedding: the words must do it
+    space, R_text, R_emb, r0 = tagger_module.text_ridge(texts, E, Y)
+    assert "hashtag" in space.vocabulary and "kenya" in space.vocabulary
+
+    def score(text):
+        idx, w = space.vector(text)
+        return w @ R_text[idx] + np.zeros(4) @ R_emb + r0
+
+    assert score("They flooded a hashtag.").argmax() == 1
+    assert score("Someone forged letters.").argmax() == 0
+    assert score("Kenya and Peru").max() - score("Kenya and Peru").min() < 0.1  # place names tell nothing
+    assert tagger_module.text_ridge(texts, E, Y)[1] is R_text  # the same passages again: the fit is reused
+
+
+def test_dual_ridge_equals_scikit_learns_ridge():
+    from scipy.sparse import random as sparse_random
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(0)
+    words, E = sparse_random(40, 60, density=0.1, format="csr", random_state=1), rng.standard_normal((40, 5))
+    Y = (rng.random((40, 3)) < 0.3).astype(float)
+    W, r0 = tagger_module._dual_ridge(words, E, Y, alpha=3.0)
+    sk = Ridge(alpha=3.0, solver="cholesky").fit(np.hstack([words.toarray(), E]), Y)
+    np.testing.assert_allclose(W, sk.coef_.T, atol=1e-10)
+    np.testing.assert_allclose(r0, sk.intercept_, atol=1e-10)
 
 
 def test_tfidf_state_round_trips_unicode_terms_and_reads_the_older_string_array():

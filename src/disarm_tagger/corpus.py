@@ -240,11 +240,13 @@ class Corpus:
     local_duplicates: int = 0
     authored: list[Example] = field(default_factory=list)  # always training data, never evaluated on
     named_examples: dict[str, tuple[str, ...]] = field(default_factory=dict)  # technique id -> names (lexicon)
+    text_ridge: bool = False  # fit the opt-in ridge_text signal (train/eval --text-ridge)
 
     @property
     def tagger_params(self) -> dict:
-        """What this training data sets on a Tagger beside its examples: the lexicon's extra names."""
-        return {"named_examples": self.named_examples or None}
+        """What this training data sets on a Tagger beside its examples: the lexicon's extra names, and the
+        opt-in ridge_text signal when asked for."""
+        return {"named_examples": self.named_examples or None} | ({"text_ridge": True} if self.text_ridge else {})
 
     @property
     def training(self) -> list[Example]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import corpus, evaluate, summaries
@@ -25,7 +25,7 @@ class Run:
 def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = True, ablation_folds: int = 10,
                      local: bool = True, authored: bool = True, backend: str | None = None,
                      cache: Path | None = None, compare_encoders: Sequence[str] = (),
-                     articles: Path | None = None, long_documents: bool = False,
+                     articles: Path | None = None, long_documents: bool = False, text_ridge: bool = False,
                      progress: Progress | None = None) -> Run:  # fmt: skip
     """Cross-validate on a training_data folder by incident. Raises corpus.CorpusError, evaluate.EvalError,
     embed.EmbedderError."""
@@ -33,7 +33,8 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
     from .report import git_commit
 
     commit = git_commit()
-    data_set = corpus.load_corpus(data, include_local=local, include_authored=authored)
+    data_set = replace(corpus.load_corpus(data, include_local=local, include_authored=authored),
+                       text_ridge=text_ridge)  # fmt: skip
     embedder = CachedEmbedder(load_embedder(backend), cache)
     others = {spec: CachedEmbedder(embedder_for(spec), share=embedder) for spec in compare_encoders}
     try:
@@ -53,7 +54,7 @@ def cross_validation(data: Path, *, folds: int | None = None, ablations: bool = 
             *(["--backend", backend] if backend else []),
             *(arg for spec in compare_encoders for arg in ("--compare-encoder", spec)),
             *(["--articles", str(articles)] if articles is not None else []),
-            *(["--long-documents"] if long_documents else [])]  # fmt: skip
+            *(["--long-documents"] if long_documents else []), *(["--text-ridge"] if text_ridge else [])]  # fmt: skip
     return Run(report, corpus.provenance(data_set, data), shlex.join(["disarm-tagger", "eval", *argv]), commit)
 
 

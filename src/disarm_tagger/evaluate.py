@@ -113,11 +113,14 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
       components whose default weight is 0 are forced on at 1 instead; one untuned row (all defaults);
     - the data: without authored passages, and a learning curve over their number per technique;
     - the label prior over real passages only (forced on), tuning for every gold label alike, plain isotonic steps, no hub
-      cap, and the lexicon without the project's named examples (DISARM's own lists only);
+      cap, the lexicon without the project's named examples (DISARM's own lists only), and the opt-in
+      ridge_text signal switched on;
     - each other encoder in ``encoders`` (name -> embedder)."""
     authored = tuple(params.get("authored", ()))
     out = {UNTUNED: tagger_method(embedder, **params | {"tune": False, "weights": dict(DEFAULT_WEIGHTS)})}
     for name, default in DEFAULT_WEIGHTS.items():
+        if name == "ridge_text" and not params.get("text_ridge"):
+            continue  # off: its row is below
         label, value = (f"without {name}", 0.0) if default else (f"with {name} forced to 1", 1.0)
         out[label] = tagger_method(embedder, **params | {"weights": DEFAULT_WEIGHTS | {name: value},
                                                          "frozen": (name,)})  # fmt: skip
@@ -131,6 +134,8 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
     out["tuned for every gold label alike"] = tagger_method(embedder, **params | {"objective": "all"})
     out["isotonic steps (no interpolation)"] = tagger_method(embedder, **params | {"calibration": "steps"})
     out["without the hub cap"] = tagger_method(embedder, **params | {"hub_cap": False})
+    if not params.get("text_ridge"):
+        out[WITH_TEXT_RIDGE] = tagger_method(embedder, **params | {"text_ridge": True})
     if params.get("named_examples"):
         out[WITHOUT_NAMES] = tagger_method(embedder, **params | {"named_examples": None})
     for name, other in (encoders or {}).items():
@@ -139,6 +144,7 @@ def ablation_variants(embedder, params: dict, *, encoders: dict | None = None) -
 
 
 WITHOUT_NAMES = "without the project's named examples"
+WITH_TEXT_RIDGE = "with ridge_text (train --text-ridge)"
 LEARNING_CURVE = (1, 2, 4, 8)  # authored passages per technique in the learning-curve rows (plus "all": ours)
 
 

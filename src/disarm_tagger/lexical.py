@@ -50,14 +50,25 @@ class Tfidf:
         self.n_rows = 0
 
     @classmethod
-    def fit(cls, kind: str, texts: Sequence[str]) -> Tfidf:
-        """Vocabulary and smoothed idf, ln((1 + n) / (1 + df)) + 1, over ``texts``."""
+    def fit(cls, kind: str, texts: Sequence[str], *, min_df: int = 1) -> Tfidf:
+        """Vocabulary (terms in at least ``min_df`` texts) and smoothed idf, ln((1 + n) / (1 + df)) + 1, over
+        ``texts``."""
         stop = _stop_words() if kind == "words" else frozenset()
         analyse = word_analyzer(stop) if kind == "words" else name_analyzer
         df = Counter(term for text in texts for term in set(analyse(text)))
-        vocabulary = sorted(df)
+        vocabulary = sorted(t for t, n in df.items() if n >= min_df)
         counts = np.array([df[t] for t in vocabulary], dtype=np.float64)
         return cls(kind, vocabulary, np.log((1 + len(texts)) / (1 + counts)) + 1.0, stop)
+
+    def matrix_of(self, texts: Sequence[str]):
+        """The texts' vectors as the rows of a scipy CSR matrix [len(texts), vocabulary] (for fitting)."""
+        from scipy.sparse import csr_matrix
+
+        vectors = [self.vector(t) for t in texts]
+        indptr = np.cumsum([0] + [len(idx) for idx, _ in vectors])
+        indices = np.concatenate([idx for idx, _ in vectors]) if vectors else np.zeros(0, np.int64)
+        data = np.concatenate([w for _, w in vectors]) if vectors else np.zeros(0)
+        return csr_matrix((data, indices, indptr), shape=(len(texts), len(self.vocabulary)))
 
     def vector(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(term indices, weights) of one text: sublinear tf x idf, L2-normalised; unknown terms dropped."""

@@ -33,7 +33,7 @@ from .corpus import DISARM_STIX, read_jsonl, read_stix_objects, sha256_file, wri
 from .schema import Technique
 from .tagger import Tagger, check_is_fitted
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 META, CONFIG, ARRAYS, CATALOGUE, CARD = "meta.json", "config.json", "arrays.npz", "techniques.jsonl", "README.md"
 VERIFIED = (CONFIG, ARRAYS, CATALOGUE)  # README.md is documentation: hashed too, but not required
 LIBRARIES = ("disarm-tagger", "numpy", "scikit-learn", "sentence-transformers", "torch", "onnxruntime", "spacy",

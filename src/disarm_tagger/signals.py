@@ -13,11 +13,13 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-SIGNALS = ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "cooc", "zs_name", "zs_full", "tfidf",
-           "name_tfidf", "lexicon", "prior")  # fmt: skip
+SIGNALS = ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "ridge_text", "cooc", "zs_name", "zs_full",
+           "tfidf", "name_tfidf", "lexicon", "prior")  # fmt: skip
 # knn: real passages (DISARM, analysts' annotations) as neighbours; knn_authored: authored passages as neighbours;
 # knn_sentences: each sentence's own vote among the authored passages; centroid: similarity to the mean of each
-# technique's authored passages. Each ranks only the labels it has examples of; the others rank every label.
+# technique's authored passages; ridge_text: ridge regression from a passage's TF-IDF words and mean embedding
+# to its labels, fitted on the authored passages. Each ranks only the labels it has examples of; the others rank
+# every label.
 SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # labels with a training example (any origin)
 ZERO_SHOT = ("zs_name", "zs_full")  # similarity to technique names / names + summaries, column-normalised
 

@@ -74,6 +74,10 @@ BackendOption = Annotated[Optional[str], typer.Option(show_default=False, help="
 MaxBytesOption = Annotated[int, typer.Option(help="Refuse documents larger than this many bytes.")]
 LocalOption = Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")]
 AuthoredOption = Annotated[bool, typer.Option(help="Include the authored coverage passages (authored.jsonl).")]
+TextRidgeOption = Annotated[bool, typer.Option("--text-ridge", help="Also fit and fuse ridge_text, a ridge regression "
+                            "from a passage's words and embedding to its techniques, fitted on the authored "
+                            "passages: more techniques DISARM has no passage for reach the top 10, at a small cost "
+                            "in P@1 (see README, Evaluation). Off by default.")]
 IncludeDisarmOption = Annotated[bool, typer.Option("--include-disarm", help="stix only: put DISARM's own "
                                 "attack-pattern objects in the bundle, verbatim from DISARM.json (kept in the model "
                                 "folder), for a platform that does not hold DISARM yet. Default: reference them by "

@@ -4,6 +4,7 @@ train, annotate."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -18,6 +19,7 @@ from . import (
     DataOption,
     LocalOption,
     MaxBytesOption,
+    TextRidgeOption,
     _progress,
     _read_input,
     app,
@@ -138,6 +140,7 @@ def train(
     backend: BackendOption = None,
     local: LocalOption = True,
     authored: AuthoredOption = True,
+    text_ridge: TextRidgeOption = False,
 ) -> None:
     """Train a tagger on training_data/ and write a model folder.
 
@@ -151,7 +154,8 @@ def train(
 
     started = time.perf_counter()
     try:
-        data_set = corpus.load_corpus(data, include_local=local, include_authored=authored)
+        data_set = replace(corpus.load_corpus(data, include_local=local, include_authored=authored),
+                           text_ridge=text_ridge)  # fmt: skip
         embedder = load_embedder(backend)
     except corpus.CorpusError as exc:
         raise fail(str(exc), EXIT_DATA) from exc

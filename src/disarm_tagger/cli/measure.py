@@ -16,6 +16,7 @@ from . import (
     DataOption,
     LocalOption,
     ModelOption,
+    TextRidgeOption,
     _load_model,
     _progress,
     app,
@@ -46,6 +47,7 @@ def eval_cmd(
     backend: BackendOption = None,
     local: LocalOption = True,
     authored: AuthoredOption = True,
+    text_ridge: TextRidgeOption = False,
     compare_encoder: Annotated[Optional[list[str]], typer.Option(show_default=False, metavar="BACKEND|DIR",
                                help="Add an ablation row embedding with another backend (e.g. onnx) or a "
                                "sentence-transformers folder (e.g. from tune-encoder); repeatable.")] = None,
@@ -95,7 +97,8 @@ def eval_cmd(
             run = evalrun.cross_validation(data, folds=folds, ablations=ablations, ablation_folds=ablation_folds,
                                            local=local, authored=authored, backend=backend, cache=cache,
                                            compare_encoders=compare_encoder or (), articles=articles,
-                                           long_documents=long_documents, progress=_progress())  # fmt: skip
+                                           long_documents=long_documents, text_ridge=text_ridge,
+                                           progress=_progress())  # fmt: skip
     except corpus.CorpusError as exc:
         raise fail(str(exc), EXIT_DATA) from exc
     except (evaluate.EvalError, EmbedderError) as exc:
