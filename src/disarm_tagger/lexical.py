@@ -61,7 +61,7 @@ class Tfidf:
         return cls(kind, vocabulary, np.log((1 + len(texts)) / (1 + counts)) + 1.0, stop)
 
     def matrix_of(self, texts: Sequence[str]):
-        """The texts' vectors as the rows of a scipy CSR matrix [len(texts), vocabulary] (for fitting)."""
+        """The texts' vectors as the rows of a scipy CSR matrix [len(texts), vocabulary] (fitting only)."""
         from scipy.sparse import csr_matrix
 
         vectors = [self.vector(t) for t in texts]
@@ -81,17 +81,11 @@ class Tfidf:
         return idx, w / np.linalg.norm(w)
 
     def index(self, texts: Sequence[str]) -> Tfidf:
-        """Store ``texts`` (the technique texts) as the rows every later ``similarity`` is computed against."""
-        rows, terms, values = [], [], []
-        for r, text in enumerate(texts):
-            idx, w = self.vector(text)
-            rows.append(np.full(len(idx), r))
-            terms.append(idx)
-            values.append(w)
-        rows_, terms_, values_ = (np.concatenate(a) if a else np.zeros(0) for a in (rows, terms, values))
-        order = np.argsort(terms_, kind="stable")
-        indptr = np.searchsorted(terms_[order], np.arange(len(self.vocabulary) + 1))
-        self.matrix = (indptr, rows_[order].astype(np.int32), values_[order].astype(np.float32))
+        """Store ``texts`` (the technique texts) as the rows every later ``similarity`` is computed against:
+        ``matrix_of`` in term-major order (CSC), each term's rows ascending."""
+        by_term = self.matrix_of(texts).tocsc()
+        self.matrix = (by_term.indptr.astype(np.int64), by_term.indices.astype(np.int32),
+                       by_term.data.astype(np.float32))  # fmt: skip
         self.n_rows = len(texts)
         return self
 

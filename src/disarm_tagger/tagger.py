@@ -280,15 +280,18 @@ class Tagger:
         n = len(self.classes_)
         if not len(q.Q):
             return {k: np.zeros(n) for k in (*sig.ZERO_SHOT, "tfidf", "name_tfidf", "lexicon", "ridge_text")}
-        idx, w = self.text_tfidf_.vector(q.doc.text)
         return {
             "zs_name": sig.zero_shot(q.Q, self.T_name_),
             "zs_full": sig.zero_shot(q.Q, self.T_full_),
             "tfidf": self.tfidf_.similarity(q.doc.text),
             "name_tfidf": self.name_tfidf_.similarity(q.doc.text),
             "lexicon": sig.lexicon_scores(q.doc.text, self.lexicon_, n),
-            "ridge_text": w @ self.R_text_[idx] + q.mean @ self.R_emb_ + self.r0_,
+            "ridge_text": self._ridge_text(q) if self.text_ridge else np.zeros(n),  # off: no work per text
         }
+
+    def _ridge_text(self, q: _Query) -> np.ndarray:
+        idx, w = self.text_tfidf_.vector(q.doc.text)
+        return w @ self.R_text_[idx] + q.mean @ self.R_emb_ + self.r0_
 
     def _prior(self, pool: np.ndarray) -> np.ndarray:
         weight = self.sample_weight_ if self.prior == "all" else (~self.authored_).astype(float)
