@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -65,10 +68,34 @@ class SlowFakeEmbedder(FakeEmbedder):
         return super().encode(texts)
 
 
+class DyingFakeEmbedder(SlowFakeEmbedder):
+    """The slow fake that kills its own worker process mid-partition, once: when ``armed`` names a file
+    (tests/test_dask.py sets it in each worker), the first process to reach its fourth call creates that
+    file, writes its pid and the running task's key into it and SIGKILLs itself. A kill sent by the test
+    from outside raced the partition's 50 ms; this one always lands inside a partition."""
+
+    armed: str | None = None
+
+    def encode(self, texts):
+        if DyingFakeEmbedder.armed and self.calls >= 3:
+            try:
+                fd = os.open(DyingFakeEmbedder.armed, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass  # another worker died already: one death per armed run
+            else:
+                from distributed import get_worker
+
+                os.write(fd, json.dumps({"pid": os.getpid(), "key": get_worker().get_current_task()}).encode())
+                os.fsync(fd)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().encode(texts)
+
+
 # The fake goes through the real backend lookup: `--backend fake`, and models saved with it, load it by name.
 # Dask worker processes preload this file to have them too (tests/test_dask.py).
 embed.register_backend("fake", FakeEmbedder)
 embed.register_backend("fake-slow", SlowFakeEmbedder)
+embed.register_backend("fake-dying", DyingFakeEmbedder)
 
 
 @pytest.fixture()

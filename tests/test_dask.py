@@ -149,32 +149,29 @@ def test_a_worker_killed_mid_partition_costs_only_a_retry(client, model_dir, tmp
     source = _backlog(tmp_path / "in.jsonl", 200)
     expected = _local(source, tmp_path / "local.jsonl", model_dir)
     before = set(client.run(os.getpid).values())
-    killed: dict = {}
+    death = tmp_path / "death.json"  # the worker that kills itself writes its pid and task key here
 
-    def kill_a_busy_worker(summary):
-        if killed or not summary.processed:
-            return
-        busy = {w: keys for w, keys in client.processing().items() if any(k.startswith("disarm-tag-") for k in keys)}
-        if busy:
-            address, keys = next(iter(busy.items()))
-            pid = client.run(os.getpid, workers=[address])[address]
-            os.kill(pid, signal.SIGKILL)
-            killed.update(pid=pid, keys=keys, at=summary.processed)
+    def arm(path):
+        sys.modules["conftest"].DyingFakeEmbedder.armed = path
 
-    out = tmp_path / "dask.jsonl"
-    summary = dask_engine.run_batch(source, out, model=model_dir, backend="fake-slow", top_k=3, batch_size=4,
-                                    scheduler=client.scheduler.address, progress=kill_a_busy_worker)  # fmt: skip
-    assert killed, "no worker was ever busy when a partition came back"
-    assert killed["pid"] in before and killed["at"] < 200  # a worker of this cluster, killed mid-run
+    client.run(arm, str(death))
+    try:
+        out = tmp_path / "dask.jsonl"
+        summary = dask_engine.run_batch(source, out, model=model_dir, backend="fake-dying", top_k=3, batch_size=4,
+                                        scheduler=client.scheduler.address)  # fmt: skip
+    finally:
+        client.run(arm, None)
+    died = json.loads(death.read_text())
+    assert died["pid"] in before and died["key"].startswith("disarm-tag-")  # a worker of this cluster, mid-partition
     assert summary.succeeded == 197 and summary.errors == 3
     assert _sorted_lines(out) == _sorted_lines(expected)  # nothing lost, nothing written twice
 
     def runs(dask_scheduler, key):  # how often the scheduler sent the partition to a worker
         return sum(event[2] == "processing" for event in dask_scheduler.story(key))
 
-    assert all(client.run_on_scheduler(runs, key=key) == 2 for key in killed["keys"])  # retried, once each
+    assert client.run_on_scheduler(runs, key=died["key"]) == 2  # the partition it died in ran again, once
     client.wait_for_workers(2, timeout=60)  # the nanny replaced it
-    assert killed["pid"] not in client.run(os.getpid).values()
+    assert died["pid"] not in client.run(os.getpid).values()
 
 
 def test_torn_record_is_cut_and_the_lock_is_the_same(client, model_dir, tmp_path):
