@@ -14,6 +14,7 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -25,6 +26,7 @@ ALLOWED_NAMES = frozenset({"social media"})  # a technique name that is also an 
 SKELETON_N, SKELETON_SHARED, SKELETON_JACCARD = 5, 2, 0.6  # see tests/test_coverage.py
 NEAR_IDENTICAL = 0.95  # cosine between two authored passages
 NEAR_DISARM = 0.90  # cosine between an authored passage and a DISARM passage or sentence
+LENGTH_BINS = (0, 60, 100, 150, 250)  # words: the bins of label_density's comparison
 ATTRIBUTION = ("Written by the disarm-tagger project from the technique definitions of DISARM Foundation, "
                "DISARMframeworks (https://github.com/DISARMFoundation/DISARMframeworks), licensed CC BY-SA 4.0; "
                "no DISARM incident passage was paraphrased.")  # fmt: skip
@@ -84,6 +86,7 @@ class CoverageReport:
     problems: list[str] = field(default_factory=list)
     max_cosine_to_disarm: dict[str, float] = field(default_factory=dict)  # quantiles, when embedded
     max_cosine_between_authored: float | None = None
+    label_density: list[dict] = field(default_factory=list)  # see label_density(), when real passages are given
 
     @property
     def ok(self) -> bool:
@@ -110,15 +113,45 @@ def summary(authored: Sequence[Example], techniques: Sequence[Technique]) -> dic
             "attribution": ATTRIBUTION}  # fmt: skip
 
 
+def label_density(authored: Sequence[Example], real: Sequence[Example]) -> list[dict]:
+    """Labels per passage by passage length (LENGTH_BINS, in words), authored against real passages.
+
+    Passages of one length are compared because a longer text describes more: a mean over a whole set
+    mostly measures how long its passages are.
+
+    >>> from .schema import Example
+    >>> ex = lambda words, labels: Example("x", "I-1", "", "w " * words, tuple(labels))
+    >>> rows = label_density([ex(30, ["T1"]), ex(120, ["T1", "T2"])], [ex(110, ["T1", "T2", "T3"])])
+    >>> [(r["words"], r["authored"], r["authored_labels"], r["real"], r["real_labels"]) for r in rows[:3]]
+    [('0-59', 1, 1.0, 0, None), ('60-99', 0, None, 0, None), ('100-149', 1, 2.0, 1, 3.0)]
+    """
+    def length_bin(example: Example) -> int:
+        return int(np.searchsorted(LENGTH_BINS, len(example.text.split()), side="right")) - 1
+
+    rows = [{"words": f"{lo}-{hi - 1}"} for lo, hi in pairwise(LENGTH_BINS)]
+    rows.append({"words": f"{LENGTH_BINS[-1]}+"})
+    for key, examples in (("authored", authored), ("real", real)):
+        counts: dict[int, list[int]] = defaultdict(list)
+        for e in examples:
+            counts[length_bin(e)].append(len(e.labels))
+        for i, row in enumerate(rows):
+            row[key] = len(counts[i])
+            row[f"{key}_labels"] = round(sum(counts[i]) / len(counts[i]), 2) if counts[i] else None
+    return rows
+
+
 def check(authored: Sequence[Example], techniques: Sequence[Technique], *, embedder=None,
-          disarm_texts: Sequence[str] = ()) -> CoverageReport:  # fmt: skip
+          disarm_texts: Sequence[str] = (), real: Sequence[Example] = ()) -> CoverageReport:  # fmt: skip
     """Every rule of the authored set; with ``embedder``, also the similarity rules against each other and
-    against ``disarm_texts`` (DISARM passages and their sentences)."""
+    against ``disarm_texts`` (DISARM passages and their sentences). With ``real`` passages, the report also
+    compares labels per passage by length (``label_density``); that is a description, not a rule."""
     known = {t.id for t in techniques}
     names = {t.id: _normal(t.name) for t in techniques
              if len(t.name.split()) >= 2 and _normal(t.name).strip() not in ALLOWED_NAMES}  # fmt: skip
     counts = Counter(_written_for(e) for e in authored)
     report = CoverageReport(len(authored), {t.id: counts[t.id] for t in techniques})
+    if real:
+        report.label_density = label_density(authored, real)
     problems = report.problems
     for tid, n in report.per_technique.items():
         if n < MIN_PASSAGES:

@@ -78,6 +78,9 @@ def check_authored(
     --similarity, no two passages are near-identical (cosine >= 0.95) and none is close to a DISARM incident
     passage or sentence (cosine >= 0.90); manifest.json describes authored.jsonl and named_examples.jsonl as
     they are (re-run import-disarm after editing either). Exit 0 when all hold, 4 otherwise.
+
+    It also prints labels per passage by passage length, authored against DISARM's passages: a description to
+    read, not a rule (a longer passage describes more, so compare like with like).
     """
     from .. import corpus
     from ..embed import EmbedderError, load_embedder
@@ -95,11 +98,18 @@ def check_authored(
         quantiles = ", ".join(f"{k} {v:.2f}" for k, v in report.max_cosine_to_disarm.items())
         typer.echo(f"max cosine of each passage to DISARM passages and sentences: {quantiles}; closest pair of "
                    f"authored passages: {report.max_cosine_between_authored:.2f}")  # fmt: skip
+    if report.label_density:
+        typer.echo("labels per passage by length (words), authored | real: " + "; ".join(
+            f"{r['words']}: {_mean_of(r, 'authored')} | {_mean_of(r, 'real')}" for r in report.label_density))
     for line in report.problems:
         typer.echo(f"problem: {line}", err=True)
     if not report.ok:
         raise fail(f"{len(report.problems)} problem(s) in the authored set", EXIT_DATA)
     typer.echo("every rule holds")
+
+def _mean_of(row: dict, key: str) -> str:
+    return f"{row[key + '_labels']:.2f} (n={row[key]:,})" if row[key] else "none"
+
 
 @app.command("tune-encoder")
 def tune_encoder_cmd(
