@@ -214,8 +214,9 @@ def check_authored(folder: Path, *, embedder=None):
     data = load_corpus(folder, include_local=False)
     if not data.authored:
         raise CorpusError(f"{folder}: no {AUTHORED}")
-    report = coverage.check(data.authored, data.techniques, embedder=embedder, real=data.examples,
+    report = coverage.check(data.authored, data.techniques, embedder=embedder,
                             disarm_texts=coverage.disarm_texts(data.examples) if embedder is not None else ())
+    report.label_density = coverage.label_density(data.authored, data.examples)
     if data.manifest.get("authored") != authored_manifest(folder, data.techniques):
         report.problems.append(f"{folder / MANIFEST}: its 'authored' section does not describe {AUTHORED}; re-run "
                                "`disarm-tagger import-disarm` (`make import`)")  # fmt: skip

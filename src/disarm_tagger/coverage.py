@@ -86,7 +86,7 @@ class CoverageReport:
     problems: list[str] = field(default_factory=list)
     max_cosine_to_disarm: dict[str, float] = field(default_factory=dict)  # quantiles, when embedded
     max_cosine_between_authored: float | None = None
-    label_density: list[dict] = field(default_factory=list)  # see label_density(), when real passages are given
+    label_density: list[dict] = field(default_factory=list)  # label_density(): a description, not a rule
 
     @property
     def ok(self) -> bool:
@@ -141,17 +141,14 @@ def label_density(authored: Sequence[Example], real: Sequence[Example]) -> list[
 
 
 def check(authored: Sequence[Example], techniques: Sequence[Technique], *, embedder=None,
-          disarm_texts: Sequence[str] = (), real: Sequence[Example] = ()) -> CoverageReport:  # fmt: skip
+          disarm_texts: Sequence[str] = ()) -> CoverageReport:  # fmt: skip
     """Every rule of the authored set; with ``embedder``, also the similarity rules against each other and
-    against ``disarm_texts`` (DISARM passages and their sentences). With ``real`` passages, the report also
-    compares labels per passage by length (``label_density``); that is a description, not a rule."""
+    against ``disarm_texts`` (DISARM passages and their sentences)."""
     known = {t.id for t in techniques}
     names = {t.id: _normal(t.name) for t in techniques
              if len(t.name.split()) >= 2 and _normal(t.name).strip() not in ALLOWED_NAMES}  # fmt: skip
     counts = Counter(_written_for(e) for e in authored)
     report = CoverageReport(len(authored), {t.id: counts[t.id] for t in techniques})
-    if real:
-        report.label_density = label_density(authored, real)
     problems = report.problems
     for tid, n in report.per_technique.items():
         if n < MIN_PASSAGES:

@@ -107,6 +107,7 @@ def check_authored(
         raise fail(f"{len(report.problems)} problem(s) in the authored set", EXIT_DATA)
     typer.echo("every rule holds")
 
+
 def _mean_of(row: dict, key: str) -> str:
     return f"{row[key + '_labels']:.2f} (n={row[key]:,})" if row[key] else "none"
 
