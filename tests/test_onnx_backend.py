@@ -60,10 +60,10 @@ def test_cache_dir_default_root(fake_model_dir, tmp_path, monkeypatch):
     assert cache_dir(fake_model_dir).parent == tmp_path / "home" / ".cache" / "disarm-tagger" / "onnx"
 
 
-def _write_cache(folder: Path, weights_sha: str) -> None:
+def _write_cache(folder: Path, weights_sha: str, scheme: str | None = onnx_backend.INT8_SCHEME) -> None:
     folder.mkdir(parents=True)
     (folder / INT8_NAME).write_bytes(b"onnx")
-    meta = {"weights_sha256": weights_sha, "files": {INT8_NAME: {"bytes": 4}}}
+    meta = {"weights_sha256": weights_sha, "int8_scheme": scheme, "files": {INT8_NAME: {"bytes": 4}}}
     (folder / META_NAME).write_text(json.dumps(meta))
 
 
@@ -79,12 +79,14 @@ def test_ensure_onnx_hit_does_not_export(fake_model_dir, tmp_path, monkeypatch):
     assert ensure_onnx(fake_model_dir) == folder / INT8_NAME
 
 
-@pytest.mark.parametrize("stale", ["other-weights", "missing-fp32"])
+@pytest.mark.parametrize("stale", ["other-weights", "missing-fp32", "full-range-int8"])
 def test_ensure_onnx_rebuilds_stale_cache(stale, fake_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DISARM_TAGGER_CACHE", str(tmp_path / "cache"))
     folder = cache_dir(fake_model_dir)
     sha = onnx_backend.weights_sha256(fake_model_dir)
-    _write_cache(folder, "0" * 64 if stale == "other-weights" else sha)
+    # a cache written before the int8 scheme was recorded has no "int8_scheme"
+    _write_cache(folder, "0" * 64 if stale == "other-weights" else sha, None if stale == "full-range-int8" else
+                 onnx_backend.INT8_SCHEME)  # fmt: skip
     calls = []
     monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a, **kw: calls.append((a, kw)))
     result = ensure_onnx(fake_model_dir, quantize=stale != "missing-fp32")
@@ -135,9 +137,25 @@ def test_meta_records_provenance(exported, model_dir):
     weights = (model_dir / "model.safetensors").read_bytes()
     assert meta["weights_sha256"] == hashlib.sha256(weights).hexdigest()
     assert meta["quantized"] is True
+    assert meta["int8_scheme"] == onnx_backend.INT8_SCHEME
     assert meta["opset"] == onnx_backend.OPSET
     assert set(meta["files"]) == {FP32_NAME, INT8_NAME}
     assert not list(exported.glob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_int8_weights_use_seven_bits_so_every_cpu_sums_them_exactly(exported):
+    """Full-range int8 weights overflow the 16-bit pair sums of x86 CPUs without VNNI (255 x 127 x 2 > 32767)
+    and not on CPUs with it, so embeddings differed between machines; 7-bit weights, |w| <= 64
+    (255 x 64 x 2 = 32640), never overflow."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(exported / INT8_NAME)).graph
+    weights = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(weights) >= 36  # six layers, six matmuls each
+    largest = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+    assert 60 <= largest <= 64  # the 7-bit range is used, and nothing beyond it
 
 
 @pytest.mark.slow

@@ -28,6 +28,11 @@ OPSET = 17
 FP32_NAME = "model.onnx"
 INT8_NAME = "model-int8.onnx"
 META_NAME = "onnx_meta.json"
+# The int8 graph's weights use 7 of their 8 bits (onnxruntime's `reduce_range`). With full-range int8 weights,
+# x86 CPUs without VNNI saturate 16-bit sums in the u8 x s8 product and CPUs with it do not, so the same text
+# embedded differently from one machine to the next (median cosine 0.993 between two machines' int8 vectors):
+# a model trained on one machine scored differently on another. With 7-bit weights every kernel sums exactly.
+INT8_SCHEME = "dynamic, per-channel QInt8 weights, reduce_range"
 WEIGHTS_NAME = "model.safetensors"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -90,7 +95,7 @@ def export_onnx(model_dir: Path, out_dir: Path, *, quantize: bool = True) -> Pat
     """Export `model_dir` to `out_dir/model.onnx` (+ `model-int8.onnx` if `quantize`); return the one to use.
 
     Uses the TorchScript exporter (`dynamo=False`) with dynamic batch and sequence axes. The int8 model is
-    made with onnxruntime's dynamic quantisation (per-channel QInt8 weights). Every file is written to a
+    made with onnxruntime's dynamic quantisation (per-channel QInt8 weights in 7 bits, `INT8_SCHEME`). Every file is written to a
     temporary name and moved into place, and `onnx_meta.json` (written last) records the weights sha256,
     opset, quantised flag, library versions and the sha256 of each ONNX file.
     """
@@ -121,13 +126,14 @@ def export_onnx(model_dir: Path, out_dir: Path, *, quantize: bool = True) -> Pat
 
         int8 = out_dir / INT8_NAME
         with _atomic_target(int8) as tmp:
-            quantize_dynamic(fp32, tmp, per_channel=True, weight_type=QuantType.QInt8)
+            quantize_dynamic(fp32, tmp, per_channel=True, reduce_range=True, weight_type=QuantType.QInt8)
         files.append(int8)
 
     meta = {
         "weights_sha256": weights_sha256(model_dir),
         "opset": OPSET,
         "quantized": quantize,
+        "int8_scheme": INT8_SCHEME if quantize else None,
         "exporter": "torch.onnx.export(dynamo=False)",
         "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in files},
         "python_version": platform.python_version(),
@@ -140,11 +146,12 @@ def export_onnx(model_dir: Path, out_dir: Path, *, quantize: bool = True) -> Pat
 
 
 def _cache_is_valid(folder: Path, name: str, sha256: str) -> bool:
-    """Cheap check: meta names the same weights and records `name` with the size it has on disk."""
+    """Cheap check: meta names the same weights and int8 scheme, and records `name` with its size on disk."""
     try:
         meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
         size = (folder / name).stat().st_size
-        return meta["weights_sha256"] == sha256 and meta["files"][name]["bytes"] == size
+        return (meta["weights_sha256"] == sha256 and meta.get("int8_scheme") == INT8_SCHEME
+                and meta["files"][name]["bytes"] == size)  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -152,7 +159,8 @@ def _cache_is_valid(folder: Path, name: str, sha256: str) -> bool:
 def ensure_onnx(model_dir: Path, *, quantize: bool = True) -> Path:
     """Return the cached ONNX file for `model_dir` (int8 if `quantize`), exporting it on a cache miss.
 
-    A hit needs `onnx_meta.json` to name the same full weights sha256 and the file's size on disk. A miss
+    A hit needs `onnx_meta.json` to name the same full weights sha256, the current `INT8_SCHEME` (a cache
+    written before the scheme changed is rebuilt) and the file's size on disk. A miss
     builds both files (quantising adds a few seconds), so the other variant is then a hit too.
     """
     folder = cache_dir(model_dir)
