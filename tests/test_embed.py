@@ -17,7 +17,7 @@ class OtherBackend(FakeEmbedder):
         return FakeEmbedder._word(word + "!")
 
 
-def test_cache_keys_vectors_by_backend_weights_and_text(tmp_path):
+def test_cache_keys_vectors_by_backend_weights_variant_and_text(tmp_path):
     path = tmp_path / "cache.npz"
     first = embed.CachedEmbedder(FakeEmbedder(), path)
     a = first.encode(["bots flooded the hashtag"])
@@ -32,9 +32,20 @@ def test_cache_keys_vectors_by_backend_weights_and_text(tmp_path):
     again = embed.CachedEmbedder(reweighted, path)
     again.encode(["bots flooded the hashtag"])
     assert reweighted.calls == 1
+    requantised = FakeEmbedder()
+    requantised.variant = "another int8 scheme"  # same backend and weights, vectors computed another way
+    embed.CachedEmbedder(requantised, path).encode(["bots flooded the hashtag"])
+    assert requantised.calls == 1
     same = embed.CachedEmbedder(FakeEmbedder(), path)
     np.testing.assert_array_equal(same.encode(["bots flooded the hashtag"]), a)
     assert same.inner.calls == 0  # the same backend and weights: a hit
+
+
+def test_the_int8_backend_names_its_scheme_and_the_others_have_none():
+    from disarm_tagger.onnx_backend import INT8_SCHEME
+
+    assert embed.PackagedEmbedder("onnx-int8").variant == INT8_SCHEME
+    assert embed.PackagedEmbedder("onnx").variant == ""
 
 
 def test_registry_lookup_and_unknown_backend():

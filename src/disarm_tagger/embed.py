@@ -82,6 +82,13 @@ class PackagedEmbedder:
 
         return weights_sha256(model_path())
 
+    @property
+    def variant(self) -> str:
+        """How the vectors are computed beyond backend and weights: the int8 scheme (see onnx_backend)."""
+        from .onnx_backend import INT8_SCHEME
+
+        return INT8_SCHEME if self.backend == "onnx-int8" else ""
+
     @cached_property
     def _encoder(self):
         path = model_path()
@@ -187,9 +194,13 @@ class CachedEmbedder:
                 self._store = {k: data[k] for k in data.files}
 
     def key(self, text: str) -> str:
-        """Vectors differ by backend and weights: both are part of the key, with the text's sha256."""
+        """Vectors differ by backend, weights and variant (the int8 scheme): all are part of the key, with the
+        text's sha256, so a file written under another scheme misses instead of serving stale vectors."""
         weights = getattr(self.inner, "weights_sha256", "")[:16]
         backend = getattr(self.inner, "backend", type(self.inner).__name__)
+        variant = getattr(self.inner, "variant", "")
+        if variant:
+            backend += "/" + hashlib.sha256(variant.encode("utf-8")).hexdigest()[:8]
         return f"{backend}:{weights}:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -64,7 +64,8 @@ def embedder_info(embedder) -> dict:
 
     return {"name": getattr(embedder, "name", type(embedder).__name__), "package": package_version(),
             "dimension": int(getattr(embedder, "dimension", 0)), "backend": getattr(embedder, "backend", ""),
-            "weights_sha256": getattr(embedder, "weights_sha256", "")}  # fmt: skip
+            "weights_sha256": getattr(embedder, "weights_sha256", ""),
+            **({"int8_scheme": embedder.variant} if getattr(embedder, "variant", "") else {})}  # fmt: skip
 
 
 def save(tagger: Tagger, folder: Path, *, provenance: dict | None = None, disarm_stix: Path | None = None) -> dict:
