@@ -84,9 +84,9 @@ def test_ensure_onnx_rebuilds_stale_cache(stale, fake_model_dir, tmp_path, monke
     monkeypatch.setenv("DISARM_TAGGER_CACHE", str(tmp_path / "cache"))
     folder = cache_dir(fake_model_dir)
     sha = onnx_backend.weights_sha256(fake_model_dir)
+    weights = "0" * 64 if stale == "other-weights" else sha
     # a cache written before the int8 scheme was recorded has no "int8_scheme"
-    _write_cache(folder, "0" * 64 if stale == "other-weights" else sha, None if stale == "full-range-int8" else
-                 onnx_backend.INT8_SCHEME)  # fmt: skip
+    _write_cache(folder, weights, None if stale == "full-range-int8" else onnx_backend.INT8_SCHEME)
     calls = []
     monkeypatch.setattr(onnx_backend, "export_onnx", lambda *a, **kw: calls.append((a, kw)))
     result = ensure_onnx(fake_model_dir, quantize=stale != "missing-fp32")

@@ -56,6 +56,31 @@ def test_load_uses_the_recorded_backend_through_the_registry(fitted, tmp_path):
         persist.load(tmp_path / "m", backend="nope")
 
 
+def test_a_model_trained_on_other_int8_vectors_warns_on_load(tmp_path):
+    import warnings
+
+    from conftest import FakeEmbedder
+
+    class Int8(FakeEmbedder):
+        backend = "onnx-int8"
+
+        def __init__(self, variant: str):
+            super().__init__()
+            self.variant = variant
+
+    persist.save(Tagger(Int8("7-bit")).fit(_examples(), TECHNIQUES), tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "meta.json").read_text())["embedder"]["int8_scheme"] == "7-bit"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        persist.load(tmp_path / "m", embedder=Int8("7-bit"))  # the same scheme: silent
+    with pytest.warns(UserWarning, match=r"another scheme \(7-bit; this encoder: 6-bit\).*retrain"):
+        persist.load(tmp_path / "m", embedder=Int8("6-bit"))
+    persist.save(Tagger(Int8("")).fit(_examples(), TECHNIQUES), tmp_path / "old")  # written before the scheme
+    assert "int8_scheme" not in json.loads((tmp_path / "old" / "meta.json").read_text())["embedder"]
+    with pytest.warns(UserWarning, match="full-range int8 weights"):
+        persist.load(tmp_path / "old", embedder=Int8("7-bit"))
+
+
 @pytest.mark.parametrize("name", ["config.json", "arrays.npz", "techniques.jsonl"])
 def test_a_changed_file_is_refused(fitted, fake_embedder, tmp_path, name):
     persist.save(fitted, tmp_path / "m")

@@ -95,9 +95,9 @@ def export_onnx(model_dir: Path, out_dir: Path, *, quantize: bool = True) -> Pat
     """Export `model_dir` to `out_dir/model.onnx` (+ `model-int8.onnx` if `quantize`); return the one to use.
 
     Uses the TorchScript exporter (`dynamo=False`) with dynamic batch and sequence axes. The int8 model is
-    made with onnxruntime's dynamic quantisation (per-channel QInt8 weights in 7 bits, `INT8_SCHEME`). Every file is written to a
-    temporary name and moved into place, and `onnx_meta.json` (written last) records the weights sha256,
-    opset, quantised flag, library versions and the sha256 of each ONNX file.
+    made with onnxruntime's dynamic quantisation (per-channel QInt8 weights in 7 bits, `INT8_SCHEME`). Every
+    file is written to a temporary name and moved into place, and `onnx_meta.json` (written last) records
+    the weights sha256, opset, quantised flag and int8 scheme, library versions and the sha256 of each file.
     """
     import onnxruntime
     import torch

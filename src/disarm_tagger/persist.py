@@ -174,6 +174,19 @@ def _warn_on_drift(meta: dict) -> None:
             warnings.warn(f"model was saved with {name} {was}, this is {now}; results may differ", stacklevel=3)
 
 
+def _warn_on_other_int8(recorded: dict, embedder) -> None:
+    """A model trained on int8 vectors of another scheme (before 7-bit weights, meta.json has none) scores
+    a little differently from the model evaluated: its stored vectors and the query's come from other
+    arithmetic."""
+    if recorded.get("backend") == getattr(embedder, "backend", None) == "onnx-int8":
+        was, now = recorded.get("int8_scheme", "full-range int8 weights"), getattr(embedder, "variant", "")
+        if was != now:
+            warnings.warn(
+                f"model was trained on int8 vectors of another scheme ({was}; this encoder: {now}); "
+                "scores differ slightly from a model trained on these: retrain it", stacklevel=3,
+            )
+
+
 def model_files(folder: Path) -> dict[str, bytes]:
     """Every file of a model folder, checked against meta.json: what another machine (a dask worker) needs to
     rebuild the folder and ``load`` it there."""
@@ -220,6 +233,7 @@ def load(folder: Path, *, embedder=None, backend: str | None = None) -> Tagger:
             embedder = load_embedder(backend or meta["embedder"]["backend"])
         except EmbedderError as exc:
             raise ModelError(f"{folder}: {exc}") from exc
+    _warn_on_other_int8(meta.get("embedder", {}), embedder)
     json_state = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     try:
         with np.load(folder / ARRAYS, allow_pickle=False) as npz:
