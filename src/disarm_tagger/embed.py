@@ -193,15 +193,20 @@ class CachedEmbedder:
             with np.load(self.path) as data:
                 self._store = {k: data[k] for k in data.files}
 
-    def key(self, text: str) -> str:
-        """Vectors differ by backend, weights and variant (the int8 scheme): all are part of the key, with the
-        text's sha256, so a file written under another scheme misses instead of serving stale vectors."""
+    @cached_property
+    def _prefix(self) -> str:
+        """Vectors differ by backend, weights and variant (the int8 scheme): all are part of every key, so a
+        file written under another scheme misses instead of serving stale vectors. Read once per cache."""
         weights = getattr(self.inner, "weights_sha256", "")[:16]
         backend = getattr(self.inner, "backend", type(self.inner).__name__)
         variant = getattr(self.inner, "variant", "")
         if variant:
             backend += "/" + hashlib.sha256(variant.encode("utf-8")).hexdigest()[:8]
-        return f"{backend}:{weights}:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return f"{backend}:{weights}:"
+
+    def key(self, text: str) -> str:
+        """The embedder's prefix (backend, weights, variant) and the text's sha256."""
+        return self._prefix + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         keys = [self.key(t) for t in texts]
