@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from disarm_tagger import signals
 from disarm_tagger import tagger as tagger_module
@@ -289,6 +292,20 @@ def test_lexicon_reads_both_ways_the_catalogue_names_examples():
     listing = [t for t in catalogue if re.search(r"\b(?:is|are) (?:an )?examples? of\b", t.summary)]
     assert len(listing) > 20
     assert {ids[j] for ix in lexicon.values() for j in ix} >= {t.id for t in listing}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda n: st.tuples(
+    hnp.arrays(np.uint8, (n, 5), elements=st.integers(0, 1)),
+    hnp.arrays(np.float64, (3, n), elements=st.floats(-10, 10)),
+    hnp.arrays(np.float64, 5, elements=st.floats(-10, 10)))))  # fmt: skip
+def test_sparse_labels_multiply_as_the_dense_matrix(case):
+    Y, W, v = case
+    labels = signals.Labels(Y)
+    np.testing.assert_allclose(labels.totals(W[0]), W[0] @ Y, atol=1e-9)
+    np.testing.assert_allclose(labels.totals(W), W @ Y, atol=1e-9)
+    np.testing.assert_allclose(labels.spread(v), Y @ v, atol=1e-9)
+    assert labels.totals(W.astype(np.float32)).dtype == np.float32
 
 
 def test_numpy_tfidf_matches_scikit_learn():

@@ -24,6 +24,36 @@ SUPERVISED = frozenset({"knn", "ridge", "cooc", "prior"})  # labels with a train
 ZERO_SHOT = ("zs_name", "zs_full")  # similarity to technique names / names + summaries, column-normalised
 
 
+class Labels:
+    """A 0/1 example x label matrix Y [n, L] kept as its nonzero entries. An example carries one to three
+    of hundreds of labels, so a product with Y costs its few thousand entries, not n x L: with ten
+    thousand training passages the dense products took most of the time a text spends in scoring.
+
+    >>> y = Labels(np.array([[1, 0, 1], [0, 0, 1]]))
+    >>> y.totals(np.array([2.0, 3.0])).tolist(), y.totals(np.array([[1.0, 0.0], [0.0, 1.0]])).tolist()
+    ([2.0, 0.0, 5.0], [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    >>> y.spread(np.array([1.0, 10.0, 100.0])).tolist()
+    [101.0, 100.0]
+    """
+
+    def __init__(self, Y: np.ndarray):
+        Y = np.asarray(Y)
+        self.shape = Y.shape
+        self.cols, self.rows = np.nonzero(Y.T)  # column-major: each label's examples are contiguous
+        self._labels, self._starts = np.unique(self.cols, return_index=True)
+
+    def totals(self, w: np.ndarray) -> np.ndarray:
+        """``w @ Y``: per-label sums of example weights ``w`` [n], or of each row of ``w`` [m, n]."""
+        out = np.zeros((*w.shape[:-1], self.shape[1]), dtype=np.result_type(w.dtype, np.float32))
+        if len(self.rows):
+            out[..., self._labels] = np.add.reduceat(w[..., self.rows], self._starts, axis=-1)
+        return out
+
+    def spread(self, v: np.ndarray) -> np.ndarray:
+        """``Y @ v``: per-example sums of label values ``v`` [L]."""
+        return np.bincount(self.rows, weights=v[self.cols], minlength=self.shape[0])
+
+
 def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
     """Mean of the k largest values down axis 0 (fewer rows: mean of all).
 
@@ -61,7 +91,7 @@ def sentence_votes(best: np.ndarray, Y: np.ndarray, *, temperature: float) -> np
     is not averaged away by the rest.
 
     >>> best = np.array([[0.9, 0.1, 0.1], [0.5, 0.5, 0.5]])
-    >>> sentence_votes(best, np.eye(3), temperature=0.1).round(3).tolist()
+    >>> sentence_votes(best, Labels(np.eye(3)), temperature=0.1).round(3).tolist()
     [0.999, 0.333, 0.333]
     """
     if not best.size:
@@ -69,14 +99,14 @@ def sentence_votes(best: np.ndarray, Y: np.ndarray, *, temperature: float) -> np
     s = best / temperature
     p = np.exp(s - s.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    return (p.astype(np.float32) @ Y).max(axis=0).astype(np.float64)
+    return Y.totals(p.astype(np.float32)).max(axis=0).astype(np.float64)
 
 
 def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperature: float) -> np.ndarray:
     """Softmax-weighted vote of the training examples for each label; ``weight`` scales each example's
     vote (0 leaves it out of the pool, e.g. the held-out incident).
 
-    >>> y = np.array([[1, 0], [0, 1]])
+    >>> y = Labels(np.array([[1, 0], [0, 1]]))
     >>> knn_scores(np.array([0.9, 0.1]), y, np.array([1.0, 1.0]), temperature=0.1).round(4).tolist()
     [0.9997, 0.0003]
     >>> knn_scores(np.array([0.9, 0.1]), y, np.array([0.0, 1.0]), temperature=0.1).tolist()
@@ -86,8 +116,9 @@ def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperatur
     if not pool.any():
         return np.zeros(Y.shape[1])
     s = sim[pool] / temperature
-    w = np.exp(s - s.max()) * weight[pool]
-    return (w / w.sum()) @ Y[pool]
+    w = np.zeros(len(sim))
+    w[pool] = np.exp(s - s.max()) * weight[pool]
+    return Y.totals(w / w.sum())
 
 
 def centroids(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -104,14 +135,15 @@ def cooccurrence(knn: np.ndarray, Y: np.ndarray, weight: np.ndarray) -> np.ndarr
     """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j), with P estimated over the
     (weighted) training examples. Computed without forming the label x label matrix.
 
-    >>> cooccurrence(np.array([1.0, 0.0]), np.array([[1, 1], [0, 1]]), np.array([1.0, 1.0])).tolist()
+    >>> y = Labels(np.array([[1, 1], [0, 1]]))
+    >>> cooccurrence(np.array([1.0, 0.0]), y, np.array([1.0, 1.0])).tolist()
     [1.0, 1.0]
-    >>> cooccurrence(np.array([0.0, 1.0]), np.array([[1, 1], [0, 1]]), np.array([1.0, 1.0])).tolist()
+    >>> cooccurrence(np.array([0.0, 1.0]), y, np.array([1.0, 1.0])).tolist()
     [0.5, 1.0]
     """
-    counts = weight @ Y
-    per_example = weight * (Y @ (knn / np.where(counts > 0, counts, 1.0)))
-    return per_example @ Y
+    counts = Y.totals(weight)
+    per_example = weight * Y.spread(knn / np.where(counts > 0, counts, 1.0))
+    return Y.totals(per_example)
 
 
 _STOP = frozenset("the and for with that this from are was were use using used into their its".split())

@@ -165,7 +165,7 @@ class Tagger:
         self.name_tfidf_ = lexical.Tfidf.fit("names", names).index(names)
         self.lexicon_ = sig.build_lexicon(self.techniques_, self.named_examples)
         self.authored_ = authored
-        self.Y_authored_ = self.Y_[authored].astype(np.float32)  # derived, not stored: see from_state
+        self._index_labels()
         self.C_ = _half(sig.centroids(self.doc_emb_[authored], self.Y_[authored]))
         on = authored if self.text_ridge else np.zeros(len(examples), bool)  # off: an empty fit, all zeros
         self.text_tfidf_, self.R_text_, self.R_emb_, self.r0_ = text_ridge(
@@ -210,6 +210,11 @@ class Tagger:
         self.hub_ = hub_penalties(fused, Y_real) if self.hub_cap else np.zeros(len(self.classes_))
         self._calibrate(fused - self.hub_, Y_real)
         return self
+
+    def _index_labels(self) -> None:
+        """Derived from Y_ and authored_, not stored: the label matrices scoring multiplies by."""
+        self.labels_ = sig.Labels(self.Y_)
+        self.authored_labels_ = sig.Labels(self.Y_[self.authored_.astype(bool)])
 
     @property
     def sample_weight_(self) -> np.ndarray:
@@ -268,7 +273,7 @@ class Tagger:
             prefix = f"{name}."
             own = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
             setattr(tagger, name, lexical.Tfidf.from_state(json_state[name], own))
-        tagger.Y_authored_ = tagger.Y_[tagger.authored_.astype(bool)].astype(np.float32)
+        tagger._index_labels()
         tagger.techniques_ = list(techniques)
         if [t.id for t in tagger.techniques_] != list(tagger.classes_):
             raise ValueError("the technique catalogue is not in the tagger's label order")
@@ -305,24 +310,24 @@ class Tagger:
             out[k] = sig.column_normalise(raw[k], self.zs_mean_[i], self.zs_std_[i])
         weight = self.sample_weight_ * pool
         real = weight * ~self.authored_
-        n = len(self.classes_)
+        n, Y = len(self.classes_), self.labels_
         if len(q.Q) and pool.any():
             best = sig.best_matches(q.Q, self.U_, self.unit_starts_)
             sim = sig.example_similarity(best, q.mean, self.doc_emb_)
-            out["knn"] = sig.knn_scores(sim, self.Y_, real, temperature=self.temperature)
-            out["knn_authored"] = sig.knn_scores(sim, self.Y_, self.authored_ * 1.0, temperature=self.temperature)
-            out["knn_sentences"] = sig.sentence_votes(best[:, self.authored_], self.Y_authored_,
+            out["knn"] = sig.knn_scores(sim, Y, real, temperature=self.temperature)
+            out["knn_authored"] = sig.knn_scores(sim, Y, self.authored_ * 1.0, temperature=self.temperature)
+            out["knn_sentences"] = sig.sentence_votes(best[:, self.authored_], self.authored_labels_,
                                                       temperature=self.temperature)  # fmt: skip
             out["centroid"] = sig.zero_shot(q.Q, self.C_)
             out["ridge"] = q.mean @ (self.W_ if W is None else W)
-            out["cooc"] = sig.cooccurrence(out["knn"], self.Y_, real)
+            out["cooc"] = sig.cooccurrence(out["knn"], Y, real)
         else:
             out |= {k: np.zeros(n) for k in ("knn", "knn_authored", "knn_sentences", "centroid", "ridge", "cooc")}
         out["prior"] = self.prior_ if W is None else self._prior(pool)
-        seen = weight @ self.Y_ > 0
+        seen = Y.totals(weight) > 0
         active = {k: seen if k in sig.SUPERVISED else np.ones(n, bool) for k in sig.SIGNALS}
-        active["knn"] = real @ self.Y_ > 0
-        has_authored = self.authored_ @ self.Y_ > 0
+        active["knn"] = Y.totals(real) > 0
+        has_authored = Y.totals(self.authored_ * 1.0) > 0
         active["knn_authored"] = active["centroid"] = active["knn_sentences"] = active["ridge_text"] = has_authored
         active["lexicon"] = out["lexicon"] > 0
         active["name_tfidf"] = out["name_tfidf"] > 0
