@@ -238,6 +238,19 @@ def test_suggestions_carry_exact_evidence_offsets(fitted):
     assert "messaging channel" in chat.evidence[0].text
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_matching_in_groups_changes_no_score_and_no_evidence(fitted, monkeypatch, rows):
+    texts = ["Nothing here.\nA messaging channel relayed posts to subscribers. Then it rained.",
+             "Fake faces were synthesised for profile photos. Readers paid by card.", "",
+             "A website hosted the articles. A domain was registered. Members chatted every night."]  # fmt: skip
+    one_by_one = [fitted.suggest(t, top_k=6) for t in texts]
+    alone = np.array([fitted.predict_proba([t])[0] for t in texts])
+    monkeypatch.setattr(tagger_module, "MATCH_ROWS", rows)
+    articles = fitted.suggest_documents([segment(t) for t in texts], top_k=6)
+    assert [list(a.suggestions) for a in articles] == one_by_one
+    np.testing.assert_array_equal(fitted.predict_proba(texts), alone)
+
+
 def test_min_score_filters(fitted):
     assert fitted.suggest("a messaging channel", top_k=6, min_score=1.0) == []
 

@@ -34,6 +34,8 @@ class Labels:
     ([2.0, 0.0, 5.0], [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     >>> y.spread(np.array([1.0, 10.0, 100.0])).tolist()
     [101.0, 100.0]
+    >>> y.examples(2).tolist(), y.examples(1).tolist()
+    ([0, 1], [])
     """
 
     def __init__(self, Y: np.ndarray):
@@ -41,6 +43,11 @@ class Labels:
         self.shape = Y.shape
         self.cols, self.rows = np.nonzero(Y.T)  # column-major: each label's examples are contiguous
         self._labels, self._starts = np.unique(self.cols, return_index=True)
+        self._bounds = np.searchsorted(self.cols, np.arange(self.shape[1] + 1))
+
+    def examples(self, j: int) -> np.ndarray:
+        """The rows (examples) that carry label ``j``, in order."""
+        return self.rows[self._bounds[j] : self._bounds[j + 1]]
 
     def totals(self, w: np.ndarray) -> np.ndarray:
         """``w @ Y``: per-label sums of example weights ``w`` [n], or of each row of ``w`` [m, n]."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +36,7 @@ HUB_ROUNDS = 20  # passes of the hub cap (each can only raise penalties, so it s
 HUB_MARGIN = 0.75  # the cap aims this far under the hub line: out-of-fold shares understate new texts' shares
 TEXT_MIN_DF = 5  # ridge_text's vocabulary: words and word pairs in at least this many authored passages
 TEXT_ALPHA = 3.0  # ridge_text's regularisation
+MATCH_ROWS = 512  # query units matched in one product with the training units (memory: 100 kB per unit)
 
 __all__ = ["Article", "NotFittedError", "Tagger", "check_is_fitted"]
 
@@ -61,10 +62,12 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Query:
-    """One document's unit embeddings, ready for summaries."""
+    """One document's unit embeddings, ready for summaries; ``best``: its units' best cosine into each
+    training example (signals.best_matches), while it is being scored."""
 
     doc: textmod.Document
     Q: np.ndarray
+    best: np.ndarray | None = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -312,7 +315,7 @@ class Tagger:
         real = weight * ~self.authored_
         n, Y = len(self.classes_), self.labels_
         if len(q.Q) and pool.any():
-            best = sig.best_matches(q.Q, self.U_, self.unit_starts_)
+            best = q.best if q.best is not None else sig.best_matches(q.Q, self.U_, self.unit_starts_)
             sim = sig.example_similarity(best, q.mean, self.doc_emb_)
             out["knn"] = sig.knn_scores(sim, Y, real, temperature=self.temperature)
             out["knn_authored"] = sig.knn_scores(sim, Y, self.authored_ * 1.0, temperature=self.temperature)
@@ -333,13 +336,26 @@ class Tagger:
         active["name_tfidf"] = out["name_tfidf"] > 0
         return out, active
 
-    def _scores(self, queries: Sequence[_Query]) -> np.ndarray:
+    def _scored(self, queries: Sequence[_Query]) -> Iterator[tuple[_Query, np.ndarray]]:
+        """Each query with its calibrated scores, in order; its ``best`` is set while it is yielded (for
+        its evidence). Queries are matched against the training units in groups of about MATCH_ROWS units,
+        one product per group: reading the ~25,000 training units costs about as much for one sentence as
+        for hundreds, and a document has a dozen."""
         pool = np.ones(len(self.Y_), bool)
+        for group in _groups(queries, MATCH_ROWS):
+            matched = sig.best_matches(np.concatenate([q.Q for q in group]), self.U_, self.unit_starts_)
+            bounds = np.cumsum([0] + [len(q.Q) for q in group])
+            for q, lo, hi in zip(group, bounds, bounds[1:]):
+                q.best = matched[lo:hi]
+                s, a = self._signals(q, self._raw_signals(q), pool=pool)
+                fused = fuse(s, a, self.weights_, k=self.rrf_k) - self.hub_
+                yield q, calibrate.apply(self.calib_x_, self.calib_y_, fused)
+                q.best = None
+
+    def _scores(self, queries: Sequence[_Query]) -> np.ndarray:
         out = np.zeros((len(queries), len(self.classes_)))
-        for i, q in enumerate(queries):
-            s, a = self._signals(q, self._raw_signals(q), pool=pool)
-            fused = fuse(s, a, self.weights_, k=self.rrf_k) - self.hub_
-            out[i] = calibrate.apply(self.calib_x_, self.calib_y_, fused)
+        for i, (_, scores) in enumerate(self._scored(queries)):
+            out[i] = scores
         return out
 
     def _queries(self, docs: Sequence[textmod.Document]) -> list[_Query]:
@@ -378,9 +394,8 @@ class Tagger:
                           min_score: float = 0.0) -> list[Article]:  # fmt: skip
         """Ranked suggestions with evidence for prepared documents (``text.prepare``), one encoder call."""
         check_is_fitted(self)
-        queries = self._queries(docs)
         return [Article(q.doc.title, q.doc.text, q.doc.warnings, tuple(self._suggestions(q, scores, top_k, min_score)))
-                for q, scores in zip(queries, self._scores(queries))]  # fmt: skip
+                for q, scores in self._scored(self._queries(docs))]  # fmt: skip
 
     def suggest_articles(self, raws: Sequence[str], *, top_k: int = 10, min_score: float = 0.0,
                          ) -> list[Article | textmod.InputError]:  # fmt: skip
@@ -421,13 +436,28 @@ class Tagger:
         if not len(q.Q):
             return ()
         score = q.Q @ self.T_full_[j]
-        carriers = self.Y_[self.unit_owner_, j] > 0
-        if carriers.any():
-            score = 0.5 * score + 0.5 * (q.Q @ self.U_[carriers].T).max(axis=1)
+        carriers = self.labels_.examples(j)
+        if len(carriers):
+            best = q.best if q.best is not None else sig.best_matches(q.Q, self.U_, self.unit_starts_)
+            score = 0.5 * score + 0.5 * best[:, carriers].max(axis=1)
         best = np.argsort(-score, kind="stable")[:n]
         keep = [i for i in best if score[i] >= score[best[0]] - 0.1]
         units = q.doc.units
         return tuple(Evidence(units[i].text, units[i].start, units[i].end) for i in sorted(keep))
+
+
+def _groups(queries: Sequence[_Query], rows: int) -> Iterator[list[_Query]]:
+    """Consecutive queries in groups of about ``rows`` units: a group closes once it holds ``rows``."""
+    group: list[_Query] = []
+    size = 0
+    for q in queries:
+        group.append(q)
+        size += len(q.Q)
+        if size >= rows:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def fuse(signals: dict, active: dict, weights: dict, *, k: float) -> np.ndarray:
