@@ -318,6 +318,30 @@ def test_language_hint():
     assert T.detect_language_hint("12345 !!!") is None
 
 
+def _hint_letter_by_letter(text: str, sample: int = 5_000) -> str | None:
+    """The language hint as first written: every letter's script looked up, Latin ones included."""
+    import unicodedata
+    from collections import Counter
+
+    letters = [c for c in text if c.isalpha()][:sample]
+    scripts = Counter(unicodedata.name(c, "UNKNOWN").split()[0] for c in letters)
+    if not letters or scripts["LATIN"] * 2 >= len(letters):
+        return None
+    if sum(scripts[k] for k in ("HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HALFWIDTH")) * 10 >= len(letters):
+        return "ja"
+    script = max((k for k in scripts if k != "LATIN"), key=scripts.__getitem__)
+    return T._SCRIPT_CODES.get(script, script.lower())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Bots lie. ", "Élection volée ", "Боты лгут. ", "选举 ", "ひらがな ", "ＡＢＣ ",
+                                 "ﾊﾝｶｸ ", "x", "ß", "1 ", "² ½ ", "Ωμέγα "]), max_size=12),
+       st.integers(1, 40))  # fmt: skip
+def test_language_hint_agrees_with_a_letter_by_letter_count(pieces, sample):
+    text = "".join(pieces)
+    assert T.detect_language_hint(text, sample=sample) == _hint_letter_by_letter(text, sample)
+
+
 def test_prepare_html_document():
     doc = T.prepare(JEKYLL_POST)
     assert_offsets(doc)

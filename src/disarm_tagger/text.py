@@ -436,9 +436,11 @@ def detect_language_hint(text: str, *, sample: int = 5_000) -> str | None:
     >>> detect_language_hint("Боты распространяли ложные новости."), detect_language_hint("Bots lie.")
     ('ru', None)
     """
-    letters = list(islice((c for c in text if c.isalpha()), sample))
+    letters = "".join(islice(filter(str.isalpha, text), sample))
+    if not letters or len(letters.encode("ascii", "ignore")) * 2 >= len(letters):
+        return None  # ASCII letters are Latin ones: the per-letter look-up below would say the same
     scripts = Counter(unicodedata.name(c, "UNKNOWN").split()[0] for c in letters)
-    if not letters or scripts["LATIN"] * 2 >= len(letters):
+    if scripts["LATIN"] * 2 >= len(letters):
         return None
     if sum(scripts[k] for k in _KANA) * 10 >= len(letters):  # Japanese mixes kana with kanji
         return "ja"
