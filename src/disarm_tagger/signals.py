@@ -2,7 +2,8 @@
 
 Shapes: a query document is a matrix of unit (sentence) embeddings ``Q`` [m, d]; the training side holds
 unit embeddings ``U`` [u, d] owned by examples ``owner`` [u] (sorted, contiguous), example label matrix
-``Y`` [n, L], technique embeddings ``T`` [L, d]. A signal is a vector over the L labels.
+``Y`` [n, L] (a ``Labels``, which holds only its nonzero entries), technique embeddings ``T`` [L, d]. A
+signal is a vector over the L labels.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def example_similarity(best: np.ndarray, q_doc: np.ndarray, E_doc: np.ndarray) -
     return 0.5 * top_mean(best, 3) + 0.5 * (E_doc @ q_doc)
 
 
-def sentence_votes(best: np.ndarray, Y: np.ndarray, *, temperature: float) -> np.ndarray:
+def sentence_votes(best: np.ndarray, Y: Labels, *, temperature: float) -> np.ndarray:
     """Each query sentence votes over the examples (``best`` [m, n], their labels ``Y`` [n, L]) with softmax
     weights of its best match into each; a label scores its largest share in any one sentence's vote. A
     sentence that plainly describes one behaviour gives that technique most of its vote, a sentence about
@@ -109,7 +110,7 @@ def sentence_votes(best: np.ndarray, Y: np.ndarray, *, temperature: float) -> np
     return Y.totals(p.astype(np.float32)).max(axis=0).astype(np.float64)
 
 
-def knn_scores(sim: np.ndarray, Y: np.ndarray, weight: np.ndarray, *, temperature: float) -> np.ndarray:
+def knn_scores(sim: np.ndarray, Y: Labels, weight: np.ndarray, *, temperature: float) -> np.ndarray:
     """Softmax-weighted vote of the training examples for each label; ``weight`` scales each example's
     vote (0 leaves it out of the pool, e.g. the held-out incident).
 
@@ -138,7 +139,7 @@ def centroids(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
-def cooccurrence(knn: np.ndarray, Y: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def cooccurrence(knn: np.ndarray, Y: Labels, weight: np.ndarray) -> np.ndarray:
     """Labels that travel with the labels kNN found: sum_j knn[j] * P(label | j), with P estimated over the
     (weighted) training examples. Computed without forming the label x label matrix.
 
