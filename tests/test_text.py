@@ -327,7 +327,7 @@ def _hint_letter_by_letter(text: str, sample: int = 5_000) -> str | None:
     scripts = Counter(unicodedata.name(c, "UNKNOWN").split()[0] for c in letters)
     if not letters or scripts["LATIN"] * 2 >= len(letters):
         return None
-    if sum(scripts[k] for k in ("HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HALFWIDTH")) * 10 >= len(letters):
+    if sum(scripts[k] for k in T._KANA) * 10 >= len(letters):
         return "ja"
     script = max((k for k in scripts if k != "LATIN"), key=scripts.__getitem__)
     return T._SCRIPT_CODES.get(script, script.lower())

@@ -43,8 +43,10 @@ class Labels:
         Y = np.asarray(Y)
         self.shape = Y.shape
         self.cols, self.rows = np.nonzero(Y.T)  # column-major: each label's examples are contiguous
-        self._labels, self._starts = np.unique(self.cols, return_index=True)
+        # label j's entries are bounds[j] to bounds[j + 1]; labels with an example, and where each starts:
         self._bounds = np.searchsorted(self.cols, np.arange(self.shape[1] + 1))
+        self._labels = np.flatnonzero(np.diff(self._bounds))
+        self._starts = self._bounds[self._labels]
 
     def examples(self, j: int) -> np.ndarray:
         """The rows (examples) that carry label ``j``, in order."""

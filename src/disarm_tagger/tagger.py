@@ -305,6 +305,10 @@ class Tagger:
         weight = self.sample_weight_ if self.prior == "all" else (~self.authored_).astype(float)
         return np.log1p(weight[pool] @ self.Y_[pool])
 
+    def _matches(self, q: _Query) -> np.ndarray:
+        """The query's best cosine into each training example: the ones ``_scored`` set, else computed."""
+        return q.best if q.best is not None else sig.best_matches(q.Q, self.U_, self.unit_starts_)
+
     def _signals(self, q: _Query, raw: dict, *, pool: np.ndarray, W: np.ndarray | None = None):
         """All signals for one query, using only the training examples in ``pool``. ``W``: ridge weights
         fitted on the pool; None means the pool is the whole training set, whose fitted state is used."""
@@ -315,7 +319,7 @@ class Tagger:
         real = weight * ~self.authored_
         n, Y = len(self.classes_), self.labels_
         if len(q.Q) and pool.any():
-            best = q.best if q.best is not None else sig.best_matches(q.Q, self.U_, self.unit_starts_)
+            best = self._matches(q)
             sim = sig.example_similarity(best, q.mean, self.doc_emb_)
             out["knn"] = sig.knn_scores(sim, Y, real, temperature=self.temperature)
             out["knn_authored"] = sig.knn_scores(sim, Y, self.authored_ * 1.0, temperature=self.temperature)
@@ -438,7 +442,7 @@ class Tagger:
         score = q.Q @ self.T_full_[j]
         carriers = self.labels_.examples(j)
         if len(carriers):
-            best = q.best if q.best is not None else sig.best_matches(q.Q, self.U_, self.unit_starts_)
+            best = self._matches(q)
             score = 0.5 * score + 0.5 * best[:, carriers].max(axis=1)
         best = np.argsort(-score, kind="stable")[:n]
         keep = [i for i in best if score[i] >= score[best[0]] - 0.1]
