@@ -9,6 +9,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
-from disarm_tagger import batch, embed, persist, text
+from disarm_tagger import batch, embed, persist, records, text
 from disarm_tagger.schema import Technique
 from disarm_tagger.cli import app
 from disarm_tagger.tagger import Tagger
@@ -256,6 +257,64 @@ def _count_lines(path: Path) -> int:
         return path.read_bytes().count(b"\n")
     except FileNotFoundError:
         return 0
+
+
+def test_embedding_a_batch_ahead_tags_each_document_as_alone(model_dir, tmp_path):
+    """The next micro-batch is embedded on a worker thread while this one is scored: scoring batch 0 waits
+    until batch 1's embedding has begun (so it fails if nothing runs ahead), and every record equals the
+    document tagged on its own."""
+    tagger = persist.load(model_dir)
+    texts = [_doc(i) for i in range(7)] + ["", _doc(8)]  # "" is read as an error, never embedded
+    source = _jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    embedding_began, scored = [], []
+    embed, score = tagger.embed_articles, tagger.suggest_embedded
+    batch_1_began = threading.Event()
+
+    def embed_articles(raws):
+        embedding_began.append(raws)
+        if len(embedding_began) == 2:
+            batch_1_began.set()
+        return embed(raws)
+
+    def suggest_embedded(embedded, **kw):
+        if not scored:
+            assert batch_1_began.wait(timeout=10), "batch 1 was not embedded while batch 0 was scored"
+        scored.append(embedded)
+        return score(embedded, **kw)
+
+    tagger.embed_articles, tagger.suggest_embedded = embed_articles, suggest_embedded
+    out = tmp_path / "out.jsonl"
+    summary = batch.run_batch(source, out, tagger=tagger, top_k=3, batch_size=3)
+    assert (summary.succeeded, summary.errors) == (8, 1)
+    assert embedding_began == [texts[0:3], texts[3:6], [texts[6], texts[8]]] and len(scored) == 3
+    fresh = persist.load(model_dir)
+    lines = _lines(out)
+    assert "error" in lines.pop(7)
+    alone = {i: fresh.suggest_article(texts[i], top_k=3) for i in (0, 1, 2, 3, 4, 5, 6, 8)}
+    assert lines == [json.loads(records.record(f"d{i}", f"{source}:{i + 1}", a, "jsonl"))
+                     for i, a in alone.items()]  # fmt: skip
+
+
+def test_a_batch_whose_embedding_fails_is_retried_one_document_at_a_time(model_dir, tmp_path):
+    tagger = persist.load(model_dir)
+    texts = [_doc(i) for i in range(6)]
+    poison = texts[4]
+    source = _jsonl(tmp_path / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    embed = tagger.embed_articles
+
+    def embed_articles(raws):
+        if poison in raws:
+            raise RuntimeError("encoder crashed")
+        return embed(raws)
+
+    tagger.embed_articles = embed_articles
+    out = tmp_path / "out.jsonl"
+    summary = batch.run_batch(source, out, tagger=tagger, top_k=3, batch_size=3)
+    assert (summary.succeeded, summary.errors) == (5, 1)
+    lines = _lines(out)
+    assert [r["id"] for r in lines] == [f"d{i}" for i in range(6)]
+    assert lines[4]["error"] == "internal error: RuntimeError: encoder crashed"
+    assert all(len(r["suggestions"]) == 3 for i, r in enumerate(lines) if i != 4)
 
 
 def test_kill_9_at_random_points_then_resume_is_exact(model_dir, tmp_path):

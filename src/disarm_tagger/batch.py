@@ -11,9 +11,11 @@ workers of a dask cluster in dask_engine.py. Library only: nothing here prints o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from . import text as textmod
@@ -40,12 +42,17 @@ def single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _tag(tagger, raws: list, *, top_k: int, min_score: float, anything_done: bool) -> list:
-    """One result per raw (an Article or an exception). A crash inside the tagger is isolated to its
-    document, unless every document fails before anything ever succeeded: then it is not the documents."""
+def _tag(tagger, raws: list, *, top_k: int, min_score: float, anything_done: bool,
+         embedded: Future | None = None) -> list:  # fmt: skip
+    """One result per raw (an Article or an exception). ``embedded``: the texts' ``embed_articles``, when
+    it was started earlier. A crash inside the tagger is isolated to its document, unless every document
+    fails before anything ever succeeded: then it is not the documents."""
     texts = [r for r in raws if isinstance(r, str)]
     try:
-        results = tagger.suggest_articles(texts, top_k=top_k, min_score=min_score) if texts else []
+        if embedded is not None:
+            results = tagger.suggest_embedded(embedded.result(), top_k=top_k, min_score=min_score)
+        else:
+            results = tagger.suggest_articles(texts, top_k=top_k, min_score=min_score) if texts else []
     except Exception as batch_error:  # noqa: BLE001 - retried one by one below
         results = []
         for t in texts:
@@ -60,9 +67,11 @@ def _tag(tagger, raws: list, *, top_k: int, min_score: float, anything_done: boo
 
 
 def tag_records(tagger, docs: Sequence[Pending], *, fmt: str, top_k: int, min_score: float,
-                anything_done: bool) -> list[Record]:  # fmt: skip
+                anything_done: bool, embedded: Future | None = None) -> list[Record]:  # fmt: skip
     """Tag one micro-batch (one encoder call) and return each document's record, in order."""
-    results = _tag(tagger, [d.raw for d in docs], top_k=top_k, min_score=min_score, anything_done=anything_done)
+    raws = [d.raw for d in docs]
+    results = _tag(tagger, raws, top_k=top_k, min_score=min_score, anything_done=anything_done,
+                   embedded=embedded)  # fmt: skip
     return [Record(d.id, isinstance(r, Exception), record(d.id, d.source, r, fmt)) for d, r in zip(docs, results)]
 
 
@@ -82,6 +91,22 @@ def micro_batches(docs: Iterable[Pending], batch_size: int, *,
             yield open_batches.pop(k)
     for k in sorted(open_batches):
         yield open_batches[k]
+
+
+def embedded_ahead(batches: Iterable[list[Pending]], tagger: Callable[[], object],
+                   ) -> Iterator[tuple[list[Pending], Future]]:  # fmt: skip
+    """Each micro-batch with its texts' ``embed_articles`` running on a worker thread, started one batch
+    ahead: the encoder works on the next batch while the caller scores this one (both release the
+    interpreter lock for most of their time). ``tagger()`` is called once there is a batch."""
+    with ThreadPoolExecutor(1, thread_name_prefix="embed") as pool:
+        ahead = None
+        for batch in batches:
+            started = pool.submit(tagger().embed_articles, [d.raw for d in batch if isinstance(d.raw, str)])
+            if ahead:
+                yield ahead
+            ahead = batch, started
+        if ahead:
+            yield ahead
 
 
 def open_input(input: Path, *, fmt: str, id_field: str = "id", text_field: str = "text",
@@ -111,13 +136,14 @@ def tag_items(items: Iterable[Item], out: Path, *, tagger=None, load_tagger=None
               progress: Callable[[Summary], None] | None = None) -> Summary:  # fmt: skip
     """run_batch() over any iterable of Items."""
     summary, started = Summary(), time.perf_counter()
+    the_tagger = functools.cache(load_tagger) if tagger is None else lambda: tagger
     with RecordWriter(out, fmt, summary) as writer, single_threaded_blas():
         resumed = bool(writer.done)
-        for batch in micro_batches(pending(items, writer.done, summary, progress), batch_size):
-            if tagger is None:
-                tagger = load_tagger()
-            writer.write(tag_records(tagger, batch, fmt=fmt, top_k=top_k, min_score=min_score,
-                                     anything_done=bool(summary.succeeded) or resumed))  # fmt: skip
+        batches = micro_batches(pending(items, writer.done, summary, progress), batch_size)
+        for batch, embedded in embedded_ahead(batches, the_tagger):
+            anything_done = bool(summary.succeeded) or resumed
+            writer.write(tag_records(the_tagger(), batch, fmt=fmt, top_k=top_k, min_score=min_score,
+                                     anything_done=anything_done, embedded=embedded))  # fmt: skip
             summary.seconds = time.perf_counter() - started
             if progress:
                 progress(summary)

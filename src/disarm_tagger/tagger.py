@@ -398,21 +398,38 @@ class Tagger:
                           min_score: float = 0.0) -> list[Article]:  # fmt: skip
         """Ranked suggestions with evidence for prepared documents (``text.prepare``), one encoder call."""
         check_is_fitted(self)
-        return [Article(q.doc.title, q.doc.text, q.doc.warnings, tuple(self._suggestions(q, scores, top_k, min_score)))
-                for q, scores in self._scored(self._queries(docs))]  # fmt: skip
+        return self._articles(self._queries(docs), top_k, min_score)
 
-    def suggest_articles(self, raws: Sequence[str], *, top_k: int = 10, min_score: float = 0.0,
-                         ) -> list[Article | textmod.InputError]:  # fmt: skip
-        """``suggest_article`` for many raw inputs: a bad input yields its InputError in its slot."""
+    def _articles(self, queries: Sequence[_Query], top_k: int, min_score: float) -> list[Article]:
+        return [Article(q.doc.title, q.doc.text, q.doc.warnings, tuple(self._suggestions(q, scores, top_k, min_score)))
+                for q, scores in self._scored(queries)]  # fmt: skip
+
+    def embed_articles(self, raws: Sequence[str]) -> list[_Query | textmod.InputError]:
+        """The encoder's half of ``suggest_articles``: each raw input prepared and embedded (one encoder
+        call for all of them), or its InputError. It reads nothing that scoring writes, so a batch run
+        embeds the next micro-batch on another thread while ``suggest_embedded`` scores this one."""
         prepared: list = []
         for raw in raws:
             try:
                 prepared.append(textmod.prepare(raw))
             except textmod.InputError as exc:
                 prepared.append(exc)
-        good = iter(self.suggest_documents([p for p in prepared if isinstance(p, textmod.Document)], top_k=top_k,
-                                           min_score=min_score))  # fmt: skip
+        docs = [p for p in prepared if isinstance(p, textmod.Document)]
+        good = iter(self._queries(docs) if docs else [])
         return [p if isinstance(p, textmod.InputError) else next(good) for p in prepared]
+
+    def suggest_embedded(self, embedded: Sequence[_Query | textmod.InputError], *, top_k: int = 10,
+                         min_score: float = 0.0) -> list[Article | textmod.InputError]:  # fmt: skip
+        """The scoring half of ``suggest_articles``, for the output of ``embed_articles``."""
+        check_is_fitted(self)
+        good = iter(self._articles([e for e in embedded if isinstance(e, _Query)], top_k, min_score))
+        return [e if isinstance(e, textmod.InputError) else next(good) for e in embedded]
+
+    def suggest_articles(self, raws: Sequence[str], *, top_k: int = 10, min_score: float = 0.0,
+                         ) -> list[Article | textmod.InputError]:  # fmt: skip
+        """``suggest_article`` for many raw inputs: a bad input yields its InputError in its slot."""
+        check_is_fitted(self)
+        return self.suggest_embedded(self.embed_articles(raws), top_k=top_k, min_score=min_score)
 
     def suggest_article(self, raw: str, *, top_k: int = 10, min_score: float = 0.0) -> Article:
         """Suggestions for raw input (plain text, markdown with front matter, or a saved HTML page).
