@@ -321,6 +321,22 @@ def test_sparse_labels_multiply_as_the_dense_matrix(case):
     assert labels.totals(W.astype(np.float32)).dtype == np.float32
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=10), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_units_best_is_the_maximum_over_each_examples_units(counts, m, seed):
+    """The grouped layout gives the per-example maximum of the plain product, in example order;
+    an example without units (count 0, inserted before the last) matches nothing (-1)."""
+    rng = np.random.default_rng(seed)
+    U, Q = rng.normal(size=(sum(counts), 4)).astype(np.float32), rng.normal(size=(m, 4)).astype(np.float32)
+    starts = np.cumsum([0] + counts[:-1])
+    sim = Q @ U.T
+    expected = np.stack([sim[:, s : s + k].max(axis=1) for s, k in zip(starts, counts)], axis=1)
+    np.testing.assert_allclose(signals.Units(U, starts).best(Q), expected, rtol=0, atol=1e-6)
+    with_empty = signals.Units(U, np.insert(starts, len(starts) - 1, starts[-1])).best(Q)
+    np.testing.assert_allclose(np.delete(with_empty, len(starts) - 1, axis=1), expected, rtol=0, atol=1e-6)
+    assert (with_empty[:, len(starts) - 1] == -1).all()
+
+
 def test_numpy_tfidf_matches_scikit_learn():
     from sklearn.feature_extraction.text import TfidfVectorizer
 

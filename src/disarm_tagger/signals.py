@@ -76,18 +76,50 @@ def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
     return np.partition(sim, sim.shape[0] - k, axis=0)[-k:].mean(axis=0)
 
 
-def best_matches(Q: np.ndarray, U: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Each query unit's best cosine into each training example [m, n] (an example's units are the
-    contiguous rows of U from its ``starts`` entry).
-
-    >>> best_matches(np.array([[1.0, 0.0]]), np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]]), np.array([0, 2]))
-    array([[1., 0.]])
+class Units:
+    """The training units (rows of ``U``; an example's units are the contiguous rows from its ``starts``
+    entry), laid out for ``best``: grouped by how many units their example has, and within a group by
+    each unit's place in its example. An example's best match is then a maximum over k contiguous column
+    blocks, not one of thousands of tiny reduceat segments: the same floats, in about a third of the time.
+    Holds a reordered copy of ``U``.
     """
-    return np.maximum.reduceat(Q @ U.T, starts, axis=1)
+
+    def __init__(self, U: np.ndarray, starts: np.ndarray):
+        counts = np.diff(starts, append=len(U))
+        self.examples = len(starts)
+        self.groups: list[tuple[int, np.ndarray, int]] = []  # (k units, its examples, its first column)
+        order, column = [], 0
+        for k in np.unique(counts):
+            examples = np.flatnonzero(counts == k)
+            order += [starts[examples] + j for j in range(k)]
+            self.groups.append((int(k), examples, column))
+            column += int(k) * len(examples)
+        self.U = np.ascontiguousarray(U[np.concatenate(order)] if order else U[:0])
+
+    def best(self, Q: np.ndarray) -> np.ndarray:
+        """Each query unit's best cosine into each training example [m, n]; -1 into one without units.
+
+        >>> units = Units(np.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]]), np.array([0, 2]))
+        >>> units.best(np.array([[1.0, 0.0]]))
+        array([[1., 0.]])
+        """
+        sim = Q @ self.U.T
+        out = np.full((len(Q), self.examples), -1.0, dtype=sim.dtype)
+        for k, examples, column in self.groups:
+            m = len(examples)
+            blocks = [sim[:, column + j * m : column + (j + 1) * m] for j in range(k)]
+            if k == 1:
+                out[:, examples] = blocks[0]
+            elif k:
+                best = np.maximum(blocks[0], blocks[1])
+                for block in blocks[2:]:
+                    np.maximum(best, block, out=best)
+                out[:, examples] = best
+        return out
 
 
 def example_similarity(best: np.ndarray, q_doc: np.ndarray, E_doc: np.ndarray) -> np.ndarray:
-    """Similarity of one query document to every training example [n], from ``best_matches``: half the mean
+    """Similarity of one query document to every training example [n], from ``Units.best``: half the mean
     of the best three query-sentence matches into the example, half the cosine of the mean document
     embeddings."""
     return 0.5 * top_mean(best, 3) + 0.5 * (E_doc @ q_doc)

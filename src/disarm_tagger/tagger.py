@@ -63,7 +63,7 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 @dataclass
 class _Query:
     """One document's unit embeddings, ready for summaries; ``best``: its units' best cosine into each
-    training example (signals.best_matches), while it is being scored."""
+    training example (signals.Units.best), while it is being scored."""
 
     doc: textmod.Document
     Q: np.ndarray
@@ -168,7 +168,7 @@ class Tagger:
         self.name_tfidf_ = lexical.Tfidf.fit("names", names).index(names)
         self.lexicon_ = sig.build_lexicon(self.techniques_, self.named_examples)
         self.authored_ = authored
-        self._index_labels()
+        self._index()
         self.C_ = _half(sig.centroids(self.doc_emb_[authored], self.Y_[authored]))
         on = authored if self.text_ridge else np.zeros(len(examples), bool)  # off: an empty fit, all zeros
         self.text_tfidf_, self.R_text_, self.R_emb_, self.r0_ = text_ridge(
@@ -214,10 +214,20 @@ class Tagger:
         self._calibrate(fused - self.hub_, Y_real)
         return self
 
-    def _index_labels(self) -> None:
-        """Derived from Y_ and authored_, not stored: the label matrices scoring multiplies by."""
+    def _index(self) -> None:
+        """Derived from U_, unit_starts_, Y_ and authored_, not stored: the label matrices scoring multiplies
+        by, and (on first use, see ``units_``) the training units laid out for matching."""
+        self._units = None
         self.labels_ = sig.Labels(self.Y_)
         self.authored_labels_ = sig.Labels(self.Y_[self.authored_.astype(bool)])
+
+    @property
+    def units_(self) -> sig.Units:
+        """The training units laid out for matching, built when first needed: a cold ``suggest`` loads
+        the model while spaCy is imported, and this copy of U_ would wait for the interpreter lock."""
+        if self._units is None:
+            self._units = sig.Units(self.U_, self.unit_starts_)
+        return self._units
 
     @property
     def sample_weight_(self) -> np.ndarray:
@@ -276,7 +286,7 @@ class Tagger:
             prefix = f"{name}."
             own = {k[len(prefix):]: arrays[k] for k in arrays if k.startswith(prefix)}
             setattr(tagger, name, lexical.Tfidf.from_state(json_state[name], own))
-        tagger._index_labels()
+        tagger._index()
         tagger.techniques_ = list(techniques)
         if [t.id for t in tagger.techniques_] != list(tagger.classes_):
             raise ValueError("the technique catalogue is not in the tagger's label order")
@@ -307,7 +317,7 @@ class Tagger:
 
     def _matches(self, q: _Query) -> np.ndarray:
         """The query's best cosine into each training example: the ones ``_scored`` set, else computed."""
-        return q.best if q.best is not None else sig.best_matches(q.Q, self.U_, self.unit_starts_)
+        return q.best if q.best is not None else self.units_.best(q.Q)
 
     def _signals(self, q: _Query, raw: dict, *, pool: np.ndarray, W: np.ndarray | None = None):
         """All signals for one query, using only the training examples in ``pool``. ``W``: ridge weights
@@ -347,7 +357,7 @@ class Tagger:
         for hundreds, and a document has a dozen."""
         pool = np.ones(len(self.Y_), bool)
         for group in _groups(queries, MATCH_ROWS):
-            matched = sig.best_matches(np.concatenate([q.Q for q in group]), self.U_, self.unit_starts_)
+            matched = self.units_.best(np.concatenate([q.Q for q in group]))
             bounds = np.cumsum([0] + [len(q.Q) for q in group])
             for q, lo, hi in zip(group, bounds, bounds[1:]):
                 q.best = matched[lo:hi]
