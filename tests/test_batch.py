@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -317,13 +318,19 @@ def test_a_batch_whose_embedding_fails_is_retried_one_document_at_a_time(model_d
     assert all(len(r["suggestions"]) == 3 for i, r in enumerate(lines) if i != 4)
 
 
-def test_kill_9_at_random_points_then_resume_is_exact(model_dir, tmp_path):
+def _batch_process(model_dir: Path, tmp_path: Path, batch_size: int) -> tuple[list[str], Path, list[str]]:
+    """(ids, OUT, argv): a 400-document backlog and the `batch` command line that tags it in a subprocess."""
     ids = [f"doc-{i:04d}" for i in range(400)]
     source = _jsonl(tmp_path / "in.jsonl", [{"id": x, "text": _doc(i)} for i, x in enumerate(ids)])
     out = tmp_path / "out.jsonl"
     code = RUNNER.format(tests=str(Path(__file__).parent))
     argv = [sys.executable, "-c", code, "batch", str(source), "--out", str(out), "--model", str(model_dir),
-            "--batch-size", "4"]  # fmt: skip
+            "--batch-size", str(batch_size)]  # fmt: skip
+    return ids, out, argv
+
+
+def test_kill_9_at_random_points_then_resume_is_exact(model_dir, tmp_path):
+    ids, out, argv = _batch_process(model_dir, tmp_path, batch_size=4)
     rng = random.Random(7)
     kills = 0
     for _ in range(4):
@@ -344,6 +351,24 @@ def test_kill_9_at_random_points_then_resume_is_exact(model_dir, tmp_path):
     records = _lines(out)  # every line is valid JSON
     assert [r["id"] for r in records] == ids  # each id exactly once, in input order
     assert all("suggestions" in r for r in records)
+
+
+def test_ctrl_c_stops_says_how_to_resume_and_the_same_command_finishes(model_dir, tmp_path):
+    ids, out, argv = _batch_process(model_dir, tmp_path, batch_size=2)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and _count_lines(out) < 10 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    written = _count_lines(out)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert f"interrupted: {out} keeps every record written so far" in stderr and 10 <= written < len(ids)
+    assert not (tmp_path / "out.jsonl.lock").exists()
+    final = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert final.returncode == 0, final.stderr
+    assert f"{len(ids) - written} tagged, 0 errors, {written} already in" in final.stdout
+    assert [r["id"] for r in _lines(out)] == ids
 
 
 TRAINING_DATA = Path(__file__).resolve().parents[1] / "training_data"

@@ -30,6 +30,7 @@ EXIT_USAGE = 2  # typer/click usage errors
 EXIT_MODEL = 3  # model folder missing, tampered or incompatible
 EXIT_DATA = 4  # training data or DISARM checkout malformed
 EXIT_GATE = 5  # eval: a --fail-under floor or the --compare tolerance was not met
+EXIT_INTERRUPTED = 130  # batch: Ctrl-C (128 + SIGINT, as shells report it)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:

@@ -12,6 +12,7 @@ import typer
 from ..text import DEFAULT_MAX_BYTES
 from . import (
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     EXIT_MODEL,
     BackendOption,
     BatchFormat,
@@ -146,7 +147,8 @@ def batch_cmd(
     binary, empty, too large, no article text) become error records and the run goes on.
 
     Exit codes: 0 done (error records are counted in the summary); 1 there was work and nothing succeeded,
-    or --strict and an error record, or INPUT/OUT unusable, or OUT locked by another run; 2 usage; 3 model.
+    or --strict and an error record, or INPUT/OUT unusable, or OUT locked by another run; 2 usage; 3 model;
+    130 interrupted (Ctrl-C): the records written so far stay, and the same command resumes.
 
     Examples:
 
@@ -188,6 +190,11 @@ def batch_cmd(
         raise fail(str(exc), EXIT_MODEL) from exc
     except OSError as exc:  # OUT not writable, disk full...
         raise fail(f"{out}: {exc.strerror or exc}") from exc
+    except KeyboardInterrupt:
+        stop()
+        typer.echo(f"interrupted: {records} keeps every record written so far; run the same command again to "
+                   "resume", err=True)  # fmt: skip
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         stop()
     _warn(summary.notes)
