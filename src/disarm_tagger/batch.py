@@ -93,15 +93,16 @@ def micro_batches(docs: Iterable[Pending], batch_size: int, *,
         yield open_batches[k]
 
 
-def embedded_ahead(batches: Iterable[list[Pending]], tagger: Callable[[], object],
+def embedded_ahead(batches: Iterable[list[Pending]], get_tagger: Callable[[], object],
                    ) -> Iterator[tuple[list[Pending], Future]]:  # fmt: skip
     """Each micro-batch with its texts' ``embed_articles`` running on a worker thread, started one batch
     ahead: the encoder works on the next batch while the caller scores this one (both release the
-    interpreter lock for most of their time). ``tagger()`` is called once there is a batch."""
+    interpreter lock for most of their time). ``get_tagger()`` is called once there is a batch."""
     with ThreadPoolExecutor(1, thread_name_prefix="embed") as pool:
         ahead = None
         for batch in batches:
-            started = pool.submit(tagger().embed_articles, [d.raw for d in batch if isinstance(d.raw, str)])
+            texts = [d.raw for d in batch if isinstance(d.raw, str)]
+            started = pool.submit(get_tagger().embed_articles, texts)
             if ahead:
                 yield ahead
             ahead = batch, started
