@@ -329,11 +329,18 @@ def build_lexicon(techniques: Iterable, extra: Mapping[str, Iterable[str]] | Non
     return {term: tuple(sorted(ix)) for term, ix in sorted(lexicon.items())}
 
 
+@functools.cache
+def _term(term: str) -> tuple[frozenset[str], re.Pattern]:
+    """A lexicon term's words, and its whole-word pattern (a few hundred terms, compiled once)."""
+    return frozenset(re.findall(r"\w+", term)), re.compile(rf"\b{re.escape(term)}\b")
+
+
 def lexicon_scores(text: str, lexicon: Mapping[str, tuple[int, ...]], n_labels: int) -> np.ndarray:
     out = np.zeros(n_labels)
     words = set(re.findall(r"\w+", text))
     for term, labels in lexicon.items():  # the regex runs only where every word of the term occurs
-        if all(w in words for w in re.findall(r"\w+", term)) and re.search(rf"\b{re.escape(term)}\b", text):
+        needed, pattern = _term(term)
+        if needed <= words and pattern.search(text):
             out[list(labels)] += 1.0
     return out
 
