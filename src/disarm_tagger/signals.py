@@ -84,6 +84,8 @@ class Units:
     Holds a reordered copy of ``U``.
     """
 
+    ROWS = 512  # query units per product: 100 kB each with the default model's 25,000 training units
+
     def __init__(self, U: np.ndarray, starts: np.ndarray):
         counts = np.diff(starts, append=len(U))
         self.examples = len(starts)
@@ -103,18 +105,19 @@ class Units:
         >>> units.best(np.array([[1.0, 0.0]]))
         array([[1., 0.]])
         """
-        sim = Q @ self.U.T
-        out = np.full((len(Q), self.examples), -1.0, dtype=sim.dtype)
-        for k, examples, column in self.groups:
-            m = len(examples)
-            blocks = [sim[:, column + j * m : column + (j + 1) * m] for j in range(k)]
-            if k == 1:
-                out[:, examples] = blocks[0]
-            elif k:
-                best = np.maximum(blocks[0], blocks[1])
-                for block in blocks[2:]:
-                    np.maximum(best, block, out=best)
-                out[:, examples] = best
+        out = np.full((len(Q), self.examples), -1.0, dtype=np.result_type(Q.dtype, self.U.dtype))
+        for lo in range(0, len(Q), self.ROWS):  # the product of a long document, a slice at a time
+            sim = Q[lo : lo + self.ROWS] @ self.U.T
+            for k, examples, column in self.groups:
+                m = len(examples)
+                blocks = [sim[:, column + j * m : column + (j + 1) * m] for j in range(k)]
+                if k == 1:
+                    out[lo : lo + len(sim), examples] = blocks[0]
+                elif k:
+                    best = np.maximum(blocks[0], blocks[1])
+                    for block in blocks[2:]:
+                        np.maximum(best, block, out=best)
+                    out[lo : lo + len(sim), examples] = best
         return out
 
 
@@ -138,10 +141,13 @@ def sentence_votes(best: np.ndarray, Y: Labels, *, temperature: float) -> np.nda
     """
     if not best.size:
         return np.zeros(Y.shape[1])
-    s = best / temperature
-    p = np.exp(s - s.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    return Y.totals(p.astype(np.float32)).max(axis=0).astype(np.float64)
+    out = np.full(Y.shape[1], -np.inf, dtype=np.float32)
+    for lo in range(0, len(best), Units.ROWS):  # a long document's sentences a slice at a time (each
+        s = best[lo : lo + Units.ROWS] / temperature  # votes alone, so the slices change no value)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        np.maximum(out, Y.totals(p.astype(np.float32, copy=False)).max(axis=0), out=out)
+    return out.astype(np.float64)
 
 
 def knn_scores(sim: np.ndarray, Y: Labels, weight: np.ndarray, *, temperature: float) -> np.ndarray:
