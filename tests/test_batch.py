@@ -193,6 +193,19 @@ def test_bad_files_become_error_records_and_the_run_goes_on(run, tmp_path):
     assert "2 tagged, 5 errors" in result.stdout
 
 
+def test_a_text_of_too_many_sentences_is_an_error_record_not_a_crash(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(text, "MAX_UNITS", 3)  # the real limit is 20,000 sentences (about 2 GB of scoring)
+    docs = [{"id": "short", "text": " ".join(SENTENCES[:3])}, {"id": "long", "text": " ".join(SENTENCES[:5])},
+            {"id": "after", "text": SENTENCES[0]}]  # fmt: skip
+    out = tmp_path / "out.jsonl"
+    result = _ok(run(_jsonl(tmp_path / "in.jsonl", docs), "--out", out))
+    records = {r["id"]: r for r in _lines(out)}
+    assert "suggestions" in records["short"] and "suggestions" in records["after"]
+    expected = "too long to tag as one document: 5 sentences (the limit is 3); split it into parts and tag each"
+    assert records["long"]["error"] == expected
+    assert "2 tagged, 1 errors" in result.stdout
+
+
 def test_bad_jsonl_records_become_error_records(run, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_bytes(b'{"id": "ok", "text": "Operators ran a messaging channel."}\n{"id": "x", \n'

@@ -21,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 DEFAULT_MAX_BYTES = 20_000_000
+MAX_UNITS = 20_000  # sentences in one input: scoring holds about 100 kB per sentence (2 GB here; a book)
 MAX_SENTENCE_CHARS = 2_000
 _SPACY_PIECE_CHARS = 100_000  # well under spaCy's nlp.max_length
 NO_TEXT = "no article text found (the page may hold only navigation or scripts)"
@@ -459,7 +460,12 @@ def segment(text: str, *, title: str = "", max_tokens: int = MAX_UNIT_TOKENS) ->
 
 
 def prepare(raw: str, *, max_tokens: int = MAX_UNIT_TOKENS) -> Document:
-    """Raw input (plain text, markdown with front matter, or HTML) -> Document. Raises InputError.
+    """Raw input (plain text, markdown with front matter, or HTML) -> Document. Raises InputError, also for
+    a text of more than MAX_UNITS sentences, whose scoring would need more memory than a laptop has.
     The one path from an input to what the tagger scores: suggest, batch, bench, annotate and serve."""
     title, text = extract_text(raw)
-    return segment(text, title=title, max_tokens=max_tokens)
+    doc = segment(text, title=title, max_tokens=max_tokens)
+    if len(doc.units) > MAX_UNITS:
+        raise InputError(f"too long to tag as one document: {len(doc.units):,} sentences (the limit is "
+                         f"{MAX_UNITS:,}); split it into parts and tag each")  # fmt: skip
+    return doc
