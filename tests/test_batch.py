@@ -201,7 +201,8 @@ def test_a_text_of_too_many_sentences_is_an_error_record_not_a_crash(run, tmp_pa
     result = _ok(run(_jsonl(tmp_path / "in.jsonl", docs), "--out", out))
     records = {r["id"]: r for r in _lines(out)}
     assert "suggestions" in records["short"] and "suggestions" in records["after"]
-    expected = "too long to tag as one document: 5 sentences (the limit is 3); split it into parts and tag each"
+    expected = ("too long to tag as one document: 5 sentences (the limit is 3); split it into parts and tag "
+                "each")  # fmt: skip
     assert records["long"]["error"] == expected
     assert "2 tagged, 1 errors" in result.stdout
 
