@@ -337,6 +337,19 @@ def test_units_best_is_the_maximum_over_each_examples_units(counts, m, seed):
     assert (with_empty[:, len(starts) - 1] == -1).all()
 
 
+def test_long_documents_are_matched_and_voted_in_slices_with_the_same_values(monkeypatch):
+    rng = np.random.default_rng(5)
+    U, Q = rng.normal(size=(9, 4)).astype(np.float32), rng.normal(size=(7, 4)).astype(np.float32)
+    starts, labels = np.array([0, 1, 4, 6]), signals.Labels(rng.integers(0, 2, size=(4, 3)))
+    whole = signals.Units(U, starts).best(Q)
+    votes = signals.sentence_votes(whole, labels, temperature=0.1)
+    monkeypatch.setattr(signals, "SLICE_ROWS", 3)  # 7 sentences: slices of 3, 3 and 1
+    # BLAS may round a one-row product in the last bit (float32), so the products agree to 1e-6
+    np.testing.assert_allclose(signals.Units(U, starts).best(Q), whole, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(signals.sentence_votes(whole, labels, temperature=0.1), votes)
+    assert votes.max() > 0.5
+
+
 def test_numpy_tfidf_matches_scikit_learn():
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -76,6 +76,9 @@ def top_mean(sim: np.ndarray, k: int = 3) -> np.ndarray:
     return np.partition(sim, sim.shape[0] - k, axis=0)[-k:].mean(axis=0)
 
 
+SLICE_ROWS = 512  # query sentences per slice of a long document: 100 kB each against 25,000 training units
+
+
 class Units:
     """The training units (rows of ``U``; an example's units are the contiguous rows from its ``starts``
     entry), laid out for ``best``: grouped by how many units their example has, and within a group by
@@ -83,8 +86,6 @@ class Units:
     blocks, not one of thousands of tiny reduceat segments: the same floats, in under half the time.
     Holds a reordered copy of ``U``.
     """
-
-    ROWS = 512  # query units per product: 100 kB each with the default model's 25,000 training units
 
     def __init__(self, U: np.ndarray, starts: np.ndarray):
         counts = np.diff(starts, append=len(U))
@@ -106,8 +107,8 @@ class Units:
         array([[1., 0.]])
         """
         out = np.full((len(Q), self.examples), -1.0, dtype=np.result_type(Q.dtype, self.U.dtype))
-        for lo in range(0, len(Q), self.ROWS):  # the product of a long document, a slice at a time
-            sim = Q[lo : lo + self.ROWS] @ self.U.T
+        for lo in range(0, len(Q), SLICE_ROWS):  # the product of a long document, a slice at a time
+            sim = Q[lo : lo + SLICE_ROWS] @ self.U.T
             for k, examples, column in self.groups:
                 m = len(examples)
                 blocks = [sim[:, column + j * m : column + (j + 1) * m] for j in range(k)]
@@ -142,8 +143,8 @@ def sentence_votes(best: np.ndarray, Y: Labels, *, temperature: float) -> np.nda
     if not best.size:
         return np.zeros(Y.shape[1])
     out = np.full(Y.shape[1], -np.inf, dtype=np.float32)
-    for lo in range(0, len(best), Units.ROWS):  # a long document's sentences a slice at a time (each
-        s = best[lo : lo + Units.ROWS] / temperature  # votes alone, so the slices change no value)
+    for lo in range(0, len(best), SLICE_ROWS):  # a long document's sentences a slice at a time (each
+        s = best[lo : lo + SLICE_ROWS] / temperature  # votes alone, so the slices change no value)
         p = np.exp(s - s.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         np.maximum(out, Y.totals(p.astype(np.float32, copy=False)).max(axis=0), out=out)

@@ -21,7 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 DEFAULT_MAX_BYTES = 20_000_000
-MAX_UNITS = 20_000  # sentences in one input: scoring holds about 100 kB per sentence (2 GB here; a book)
+MAX_UNITS = 20_000  # sentences in one input (a book): scoring holds about 90 kB per sentence, so 2 GB
 MAX_SENTENCE_CHARS = 2_000
 _SPACY_PIECE_CHARS = 100_000  # well under spaCy's nlp.max_length
 NO_TEXT = "no article text found (the page may hold only navigation or scripts)"
@@ -461,7 +461,7 @@ def segment(text: str, *, title: str = "", max_tokens: int = MAX_UNIT_TOKENS) ->
 
 def prepare(raw: str, *, max_tokens: int = MAX_UNIT_TOKENS) -> Document:
     """Raw input (plain text, markdown with front matter, or HTML) -> Document. Raises InputError, also for
-    a text of more than MAX_UNITS sentences, whose scoring would need more memory than a laptop has.
+    a text of more than MAX_UNITS sentences, whose scoring would hold more than about 2 GB.
     The one path from an input to what the tagger scores: suggest, batch, bench, annotate and serve."""
     title, text = extract_text(raw)
     doc = segment(text, title=title, max_tokens=max_tokens)
