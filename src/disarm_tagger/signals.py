@@ -35,8 +35,8 @@ class Labels:
     ([2.0, 0.0, 5.0], [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
     >>> y.spread(np.array([1.0, 10.0, 100.0])).tolist()
     [101.0, 100.0]
-    >>> y.examples(2).tolist(), y.examples(1).tolist()
-    ([0, 1], [])
+    >>> y.examples(2).tolist(), y.examples(1).tolist(), y.carried.tolist()
+    ([0, 1], [], [True, False, True])
     """
 
     def __init__(self, Y: np.ndarray):
@@ -45,8 +45,13 @@ class Labels:
         self.cols, self.rows = np.nonzero(Y.T)  # column-major: each label's examples are contiguous
         # label j's entries are bounds[j] to bounds[j + 1]; labels with an example, and where each starts:
         self._bounds = np.searchsorted(self.cols, np.arange(self.shape[1] + 1))
-        self._labels = np.flatnonzero(np.diff(self._bounds))
+        self._labels = np.flatnonzero(self.carried)
         self._starts = self._bounds[self._labels]
+
+    @property
+    def carried(self) -> np.ndarray:
+        """[L] bool: the labels at least one example carries."""
+        return np.diff(self._bounds) > 0
 
     def examples(self, j: int) -> np.ndarray:
         """The rows (examples) that carry label ``j``, in order."""

@@ -36,7 +36,7 @@ HUB_ROUNDS = 20  # passes of the hub cap (each can only raise penalties, so it s
 HUB_MARGIN = 0.75  # the cap aims this far under the hub line: out-of-fold shares understate new texts' shares
 TEXT_MIN_DF = 5  # ridge_text's vocabulary: words and word pairs in at least this many authored passages
 TEXT_ALPHA = 3.0  # ridge_text's regularisation
-MATCH_ROWS = 512  # query units matched in one product with the training units (memory: 100 kB per unit)
+MATCH_ROWS = sig.SLICE_ROWS  # short documents are grouped to fill one product slice of Units.best
 
 __all__ = ["Article", "NotFittedError", "Tagger", "check_is_fitted"]
 
@@ -344,7 +344,7 @@ class Tagger:
         seen = Y.totals(weight) > 0
         active = {k: seen if k in sig.SUPERVISED else np.ones(n, bool) for k in sig.SIGNALS}
         active["knn"] = Y.totals(real) > 0
-        has_authored = Y.totals(self.authored_ * 1.0) > 0
+        has_authored = self.authored_labels_.carried
         active["knn_authored"] = active["centroid"] = active["knn_sentences"] = active["ridge_text"] = has_authored
         active["lexicon"] = out["lexicon"] > 0
         active["name_tfidf"] = out["name_tfidf"] > 0
@@ -469,8 +469,7 @@ class Tagger:
         score = q.Q @ self.T_full_[j]
         carriers = self.labels_.examples(j)
         if len(carriers):
-            best = self._matches(q)
-            score = 0.5 * score + 0.5 * best[:, carriers].max(axis=1)
+            score = 0.5 * score + 0.5 * self._matches(q)[:, carriers].max(axis=1)
         best = np.argsort(-score, kind="stable")[:n]
         keep = [i for i in best if score[i] >= score[best[0]] - 0.1]
         units = q.doc.units
