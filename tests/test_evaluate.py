@@ -308,9 +308,14 @@ def test_calibration_and_hub_summaries():
 def test_long_document_rows_pool_gold_labels_by_size():
     seen = {"a", "b"}
     filler = list("CDEFGHIJK")  # never gold
-    docs = [(1, {"a", "x"}, seen, ["a", *filler, "x"]),  # x is 11th: outside the top 10 of a 1-passage text
-            (2, {"a", "b", "x"}, seen, ["b", *filler, "x", "a"])]  # x, a: in a 2-passage text's top 20 only
+    # (size, gold, seen, ranking, labels at the threshold); x is 11th: outside the top 10 of 1 passage, and
+    # x, a are in a 2-passage text's top 20 only
+    docs = [(1, {"a", "x"}, seen, ["a", *filler, "x"], ("a", "C")),
+            (2, {"a", "b", "x"}, seen, ["b", *filler, "x", "a"], ())]
     one, two = evalrun.long_document_rows(docs)
+    marks = ("marked", "p_at_threshold", "r_at_threshold")
+    assert [one[k] for k in marks] == [2.0, 0.5, 0.5]  # a right of (a, C); a found of (a, x)
+    assert [two[k] for k in marks] == [0.0, None, 0.0]
     assert (one["size"], one["documents"], one["gold"]) == (1, 1, 2.0)
     keys = ("r@10", "r@10_per_passage", "seen_r@10", "unseen_r@10")
     assert [one[k] for k in keys] == [0.5, 0.5, 1.0, 0.0]

@@ -90,7 +90,7 @@ def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 
     real = data_set.examples
     run = evaluate.tagger_method(embedder, authored=data_set.authored, **data_set.tagger_params)
     splits = evaluate.incident_folds(real, n_folds=min(folds, len({e.incident_id for e in real})))
-    rng, docs = random.Random(seed), []  # (size, gold, seen, ranked ids)
+    rng, docs = random.Random(seed), []  # (size, gold, seen, ranked ids, ids at the threshold)
     for fold in splits:
         seen = {label for i in fold.train for label in real[i].labels}
         by_incident: dict[str, list[int]] = {}
@@ -103,8 +103,8 @@ def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 
                           for _ in range(per_fold)]  # fmt: skip
         rows, _ = run([real[i] for i in fold.train], ["\n\n".join(real[i].text for i in p) for p in parts],
                       data_set.techniques)  # fmt: skip
-        for p, (ranked, _, _) in zip(parts, rows):
-            docs.append((len(p), {label for i in p for label in real[i].labels}, seen, ranked))
+        for p, (ranked, _, predicted) in zip(parts, rows):
+            docs.append((len(p), {label for i in p for label in real[i].labels}, seen, ranked, predicted))
         if progress:
             progress(fold.index + 1, len(splits), f"long documents, fold {fold.index + 1}/{len(splits)}")
     return {"folds": len(splits), "per_fold": per_fold, "seed": seed, "rows": long_document_rows(docs)}
@@ -112,14 +112,17 @@ def long_document_recall(data_set, embedder, *, folds: int = 5, per_fold: int = 
 
 def long_document_rows(docs) -> list[dict]:
     """Per size: documents, mean gold labels, R@10, R@10·size (ten per passage), R@10 of the labels with and
-    without a real training passage, and MAP, pooled over gold labels (MAP: mean over documents)."""
+    without a real training passage, and MAP, pooled over gold labels (MAP: mean over documents); and the
+    suggestions at the fold's tuned threshold (the ✓ marks): how many per text, their precision and recall."""
     from .metrics import average_precision_score
 
     rows = []
     for size in sorted({d[0] for d in docs}):
         mine = [d for d in docs if d[0] == size]
         hits: dict[str, list[bool]] = {"top10": [], "scaled": [], "seen": [], "unseen": []}
-        for _, gold, seen, ranked in mine:
+        marked = sum(len(d[4]) for d in mine)
+        right = sum(len(set(d[4]) & d[1]) for d in mine)
+        for _, gold, seen, ranked, _ in mine:
             top, scaled = set(ranked[:10]), set(ranked[: 10 * size])
             for g in gold:
                 hits["top10"].append(g in top)
@@ -129,7 +132,9 @@ def long_document_rows(docs) -> list[dict]:
         rows.append({"size": size, "documents": len(mine), "gold": sum(len(d[1]) for d in mine) / len(mine),
                      "r@10": share["top10"], "r@10_per_passage": share["scaled"], "seen_r@10": share["seen"],
                      "unseen_r@10": share["unseen"], "unseen_gold": len(hits["unseen"]),
-                     "map": sum(average_precision_score(d[3], d[1]) for d in mine) / len(mine)})  # fmt: skip
+                     "map": sum(average_precision_score(d[3], d[1]) for d in mine) / len(mine),
+                     "marked": marked / len(mine), "p_at_threshold": right / marked if marked else None,
+                     "r_at_threshold": right / len(hits["top10"]) if hits["top10"] else None})  # fmt: skip
     return rows
 
 

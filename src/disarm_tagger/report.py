@@ -326,9 +326,11 @@ def _long_documents(long: dict | None) -> list[str]:
             f"{long['seed']}), and its gold labels are the union of theirs. Size 1 is every held-out "
             "passage alone. *R@10 per passage* reads 10 suggestions per joined passage (the top 30 for "
             "3 passages). Recalls here pool the gold labels of every text of a size; the headline's R@10 "
-            "is a mean over passages."), ""]  # fmt: skip
+            "is a mean over passages. *✓ per text*, *P ✓* and *R ✓*: the suggestions at or above the "
+            "fold's tuned threshold, their number per text, precision and recall."), ""]  # fmt: skip
     rows = [[r["size"], r["documents"], _f(r["gold"], 1), _f(r["r@10"]), _f(r["r@10_per_passage"]),
-             _f(r["seen_r@10"]), f"{_f(r['unseen_r@10'])} ({r['unseen_gold']})", _f(r["map"])]
+             _f(r["seen_r@10"]), f"{_f(r['unseen_r@10'])} ({r['unseen_gold']})", _f(r["map"]),
+             _f(r.get("marked"), 1), _f(r.get("p_at_threshold")), _f(r.get("r_at_threshold"))]
             for r in long["rows"]]  # fmt: skip
     return out + _table(["size", "documents", "gold labels", "R@10", "R@10 per passage", "seen R@10",
-                         "unseen R@10 (gold)", "MAP"], rows) + [""]  # fmt: skip
+                         "unseen R@10 (gold)", "MAP", "✓ per text", "P ✓", "R ✓"], rows) + [""]  # fmt: skip
