@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
+from pdf_fixture import make_pdf
 from disarm_tagger import batch, embed, persist, records, text
 from disarm_tagger.schema import Technique
 from disarm_tagger.cli import app
@@ -89,17 +90,19 @@ def test_directory_input_ids_are_relative_paths(run, tmp_path):
     (root / "b.txt").write_text(SENTENCES[0])
     (root / "a.md").write_text("# Title\n\n" + SENTENCES[1])
     (root / "sub" / "c.html").write_text(f"<html><body><article><p>{SENTENCES[2]}</p></article></body></html>")
-    (root / "report.pdf").write_bytes(b"%PDF-1.4\n...")
+    (root / "report.pdf").write_bytes(make_pdf([["Operators ran a messaging", "channel. Posts went out."]]))
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4\n...")
     (root / "data.bin").write_bytes(b"ignored")
     (root / ".hidden.txt").write_text("ignored")
     (root / ".git" / "x.txt").write_text("ignored")
     out = tmp_path / "out.jsonl"
     _ok(run(root, "--out", out))
     records = _lines(out)
-    assert [r["id"] for r in records] == ["a.md", "b.txt", "report.pdf", "sub/c.html"]
-    assert records[3]["source"] == str(root / "sub" / "c.html")
-    assert "PDF not supported" in records[2]["error"]
-    assert batch.count_inputs(root) == 4
+    assert [r["id"] for r in records] == ["a.md", "b.txt", "broken.pdf", "report.pdf", "sub/c.html"]
+    assert records[4]["source"] == str(root / "sub" / "c.html")
+    assert "cannot read this PDF" in records[2]["error"]
+    assert records[3]["suggestions"][0]["evidence"][0]["text"] == "Operators ran a messaging channel."
+    assert batch.count_inputs(root) == 5
 
 
 def test_csv_input_with_large_and_multiline_fields_to_csv_output(run, tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
+from pdf_fixture import make_pdf
 from disarm_tagger import persist
 from disarm_tagger.cli import app
 from disarm_tagger.tagger import Tagger
@@ -47,6 +48,27 @@ def test_suggest_stdin(model_dir):
     out = _json(CliRunner().invoke(app, ["suggest", "-", "--model", str(model_dir), "-f", "json"], input=ARTICLE))
     assert out["input"] == "stdin"
     assert {s["technique_id"] for s in out["suggestions"][:2]} == {"T0001", "T0004"}
+
+
+def test_suggest_reads_a_pdf_and_says_what_is_wrong_with_a_scan(model_dir, tmp_path):
+    from pypdf import PdfWriter
+
+    good, scan = tmp_path / "report.pdf", tmp_path / "scan.pdf"
+    pages = [["Operators ran a messaging", "channel."],
+             ["Subscribers paid with card payments", "to unlock the posts."]]
+    good.write_bytes(make_pdf(pages))
+    writer = PdfWriter()
+    writer.add_blank_page(612, 792)
+    writer.write(scan)
+    def tags(out):  # offsets differ: the PDF's text puts a blank line between its paragraphs
+        return [(s["technique_id"], s["score"], [e["text"] for e in s["evidence"]])
+                for s in out["suggestions"]]  # fmt: skip
+
+    out = _json(CliRunner().invoke(app, ["suggest", str(good), "--model", str(model_dir), "-f", "json"]))
+    assert out["input"] == str(good) and tags(out) == tags(_json(CliRunner().invoke(
+        app, ["suggest", "-", "--model", str(model_dir), "-f", "json"], input=ARTICLE)))  # fmt: skip
+    refused = CliRunner().invoke(app, ["suggest", str(scan), "--model", str(model_dir)])
+    assert refused.exit_code == 1 and "scan.pdf: is a PDF without a text layer (a scan?)" in refused.stderr
 
 
 def test_suggest_html_page_drops_navigation(model_dir, tmp_path):

@@ -1,4 +1,5 @@
-"""Bounded fuzzing: the DISARM page parser and the text cleaner raise nothing but their documented errors."""
+"""Bounded fuzzing: the DISARM page parser, the text cleaner and the PDF reader raise nothing but their
+documented errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 
 from disarm_tagger import disarm, text
 from fixture_disarm import write_checkout
+from pdf_fixture import make_pdf
 
 # fragments that make pages interesting: tags, ids, table pipes, italics of every kind
 PIECES = ["<i>", "</i>", "<I>", "</I>", "<br>", "<br />", "|", "_\"", "\"_", "T0086.002", "T0097:109", "T00145.006",
@@ -60,3 +62,21 @@ def test_decode_bytes_raises_only_input_error(data):
         return
     assert isinstance(out, str) and out.strip()
 
+
+
+PDF = make_pdf([["Operators ran a channel (a messaging app) that posted", "every hour."], ["Page two.", "2"]])
+
+
+@BOUNDED
+@given(edits=st.lists(st.tuples(st.integers(0, len(PDF) - 1), st.integers(0, 255)), max_size=8),
+       cut=st.integers(6, len(PDF)))  # fmt: skip
+def test_a_damaged_pdf_raises_only_input_error(edits, cut):
+    data = bytearray(PDF)
+    for at, value in edits:
+        data[at] = value
+    try:
+        out = text.decode_bytes(bytes(data[:cut]))
+    except text.InputError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert isinstance(out, str) and out.strip()

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
+from pdf_fixture import make_pdf
 from disarm_tagger import corpus, formats, render
 from disarm_tagger.cli import app as cli_app
 from disarm_tagger.serve import create_app
@@ -81,6 +82,15 @@ def test_uploads_are_decoded_like_files_and_named_by_their_base_name_only(client
     assert windows.json()["input"] == "report.md"
 
 
+def test_a_pdf_upload_is_read_from_its_text_layer(client):
+    lines = ["Operators ran a channel on a messaging app. A website with", "a domain hosted the articles."]
+    got = client.post("/api/suggest?include_text=true", files={"file": ("report.pdf", make_pdf([lines]))})
+    assert got.status_code == 200 and got.json()["input"] == "report.pdf"
+    assert got.json()["text"] == TEXT  # the two printed lines are one paragraph again
+    typed = client.post("/api/suggest?include_text=true", json={"text": TEXT, "source": "x"})
+    assert got.json() | {"input": "x"} == typed.json()
+
+
 @pytest.mark.parametrize(("kwargs", "status", "message"), [
     ({"json": {"text": "  \n "}}, 400, "text is empty"),
     ({"json": {}}, 422, "text: Field required"),
@@ -91,7 +101,7 @@ def test_uploads_are_decoded_like_files_and_named_by_their_base_name_only(client
     ({"content": b'{"text": "bots \\ud800 posted"}', "headers": {"content-type": "application/json"}}, 400,
      "unpaired surrogate at character 5"),
     ({"files": {"file": ("a.txt", b"caf\xe9 au lait")}}, 400, "not valid UTF-8 at byte 3"),
-    ({"files": {"file": ("a.pdf", b"%PDF-1.7 ...")}}, 400, "looks like a PDF"),
+    ({"files": {"file": ("a.pdf", b"%PDF-1.7 ...")}}, 400, "a.pdf: cannot read this PDF"),
     ({"files": {"file": ("a.html", b"<html><nav><a href='/'>Home</a></nav></html>")}}, 400, "no article text"),
 ])  # fmt: skip
 def test_bad_input_is_a_4xx_with_an_error_message(client, kwargs, status, message):

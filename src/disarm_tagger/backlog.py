@@ -19,8 +19,7 @@ from pathlib import Path
 
 from . import text as textmod
 
-SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm"})
-PDF_ERROR = "PDF not supported (no PDF text extractor is installed); save the article as text or HTML"
+SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf"})
 
 
 class BacklogError(RuntimeError):
@@ -76,13 +75,10 @@ def _walk(root: Path, max_bytes: int) -> Iterator[Item]:
         for name in sorted(files):
             path = Path(folder, name)
             suffix = path.suffix.lower()
-            if name.startswith(".") or (suffix not in SUFFIXES and suffix != ".pdf"):
+            if name.startswith(".") or suffix not in SUFFIXES:
                 continue
             ident, source = _clean(path.relative_to(root).as_posix()), _clean(str(path))
-            if suffix == ".pdf":
-                yield Item(ident, source, partial(_raise, f"{source}: {PDF_ERROR}"))
-            else:
-                yield Item(ident, source, partial(textmod.read_path, path, max_bytes=max_bytes))
+            yield Item(ident, source, partial(textmod.read_path, path, max_bytes=max_bytes))
 
 
 def _jsonl(path: Path, id_field: str, text_field: str, max_bytes: int) -> Iterator[Item]:

@@ -119,7 +119,9 @@ async def read_input(request: Request, max_bytes: int) -> dict:
             source = _label(upload.filename or "upload")
             if len(data) > max_bytes:
                 raise ApiError(413, f"{source}: over the {max_bytes:,}-byte limit")
-            fields["text"] = text.decode_bytes(data, source=source, max_bytes=max_bytes)
+            # on a thread: reading a long PDF's text layer takes seconds, and other requests go on meanwhile
+            fields["text"] = await run_in_threadpool(text.decode_bytes, data, source=source,
+                                                     max_bytes=max_bytes)  # fmt: skip
             fields.setdefault("source", source)
         if "labels" in fields:  # "T1,T2" or the field repeated
             fields["labels"] = ",".join(v for v in form.getlist("labels") if isinstance(v, str))

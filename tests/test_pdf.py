@@ -1,0 +1,79 @@
+"""PDF input: the text layer read back into paragraphs, page furniture dropped, and a plain error for
+encrypted, broken or text-less PDFs. The PDFs are written by hand (pdf_fixture) or by pypdf."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from pypdf import PdfReader, PdfWriter
+
+from disarm_tagger import pdf, text
+from pdf_fixture import make_pdf
+
+HEADER = "Influence operations quarterly - Q3"
+PAGES = [
+    [HEADER, "Summary",
+     "The network ran forty pages that posted the same pro-government",
+     "stories every morning, on every platform it could reach. Disinfor-",
+     "mation reached two million people.",
+     "Most accounts used stolen photographs as their profile pictures",
+     "Page 1 of 3"],
+    [HEADER, "and posted within seconds of each other, in the small hours of the",
+     "night.",
+     "• Accounts: 312",
+     "2"],
+    [HEADER, "The platform removed the network on 4 May.", "3"],
+]
+
+
+def test_the_text_layer_comes_back_as_paragraphs_without_page_furniture():
+    assert pdf.pdf_text(make_pdf(PAGES)).split("\n\n") == [
+        "Summary",  # a heading
+        "The network ran forty pages that posted the same pro-government stories every morning, on every "
+        "platform it could reach. Disinformation reached two million people.",
+        "Most accounts used stolen photographs as their profile pictures and posted within seconds of each "
+        "other, in the small hours of the night.",  # over a page break: one sentence still
+        "• Accounts: 312",
+        "The platform removed the network on 4 May.",
+    ]  # no running header, no page numbers
+
+
+def test_a_pdf_file_is_decoded_to_its_text_and_split_into_its_sentences(tmp_path):
+    path = tmp_path / "report.pdf"
+    path.write_bytes(make_pdf(PAGES))
+    sentences = [s.text for s in text.prepare(text.read_path(path)).sentences]
+    assert "Disinformation reached two million people." in sentences
+    assert "The platform removed the network on 4 May." in sentences
+    assert not [s for s in sentences if HEADER in s or s.startswith("Page")]
+
+
+def _rewritten(data: bytes, *, password: str | None = None, blank: bool = False) -> bytes:
+    writer = PdfWriter()
+    if blank:
+        writer.add_blank_page(612, 792)
+    else:
+        for page in PdfReader(io.BytesIO(data)).pages:
+            writer.add_page(page)
+    if password is not None:
+        writer.encrypt(password, algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_a_pdf_encrypted_with_an_empty_password_is_read():
+    assert "4 May" in pdf.pdf_text(_rewritten(make_pdf(PAGES), password=""))
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"%PDF-1.7\n...", "input: cannot read this PDF"),
+    (make_pdf(PAGES)[:300], "input: cannot read this PDF"),  # cut off
+    (_rewritten(make_pdf(PAGES), password="secret"), "input: is an encrypted PDF"),
+    (_rewritten(b"", blank=True), "input: is a PDF without a text layer (a scan?); run OCR"),
+])  # fmt: skip
+def test_unreadable_pdfs_are_input_errors_with_the_reason(data, message):
+    with pytest.raises(text.InputError, match=r"^" + message.replace("(", r"\(").replace(")", r"\)").replace(
+            "?", r"\?")):  # fmt: skip
+        text.decode_bytes(data)
+
