@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import docx
 import pytest
 from typer.testing import CliRunner
 
@@ -92,17 +93,22 @@ def test_directory_input_ids_are_relative_paths(run, tmp_path):
     (root / "sub" / "c.html").write_text(f"<html><body><article><p>{SENTENCES[2]}</p></article></body></html>")
     (root / "report.pdf").write_bytes(make_pdf([["Operators ran a messaging", "channel. Posts went out."]]))
     (root / "broken.pdf").write_bytes(b"%PDF-1.4\n...")
+    memo = docx.Document()
+    memo.add_paragraph(SENTENCES[3])
+    memo.save(root / "sub" / "memo.docx")
     (root / "data.bin").write_bytes(b"ignored")
     (root / ".hidden.txt").write_text("ignored")
     (root / ".git" / "x.txt").write_text("ignored")
     out = tmp_path / "out.jsonl"
     _ok(run(root, "--out", out))
     records = _lines(out)
-    assert [r["id"] for r in records] == ["a.md", "b.txt", "broken.pdf", "report.pdf", "sub/c.html"]
+    ids = ["a.md", "b.txt", "broken.pdf", "report.pdf", "sub/c.html", "sub/memo.docx"]
+    assert [r["id"] for r in records] == ids
     assert records[4]["source"] == str(root / "sub" / "c.html")
     assert "cannot read this PDF" in records[2]["error"]
     assert records[3]["suggestions"][0]["evidence"][0]["text"] == "Operators ran a messaging channel."
-    assert batch.count_inputs(root) == 5
+    assert records[5]["suggestions"][0]["evidence"][0]["text"] == SENTENCES[3]
+    assert batch.count_inputs(root) == 6
 
 
 def test_csv_input_with_large_and_multiline_fields_to_csv_output(run, tmp_path):

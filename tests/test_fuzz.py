@@ -1,5 +1,5 @@
-"""Bounded fuzzing: the DISARM page parser, the text cleaner and the PDF reader raise nothing but their
-documented errors."""
+"""Bounded fuzzing: the DISARM page parser, the text cleaner and the PDF and Word readers raise nothing but
+their documented errors."""
 
 from __future__ import annotations
 
@@ -64,18 +64,31 @@ def test_decode_bytes_raises_only_input_error(data):
 
 
 
-PDF = make_pdf([["Operators ran a channel (a messaging app) that posted", "every hour."], ["Page two.", "2"]])
+def _word_file() -> bytes:
+    import io
+
+    import docx
+
+    document, out = docx.Document(), io.BytesIO()
+    document.add_paragraph("Operators ran a channel (a messaging app) that posted every hour.")
+    document.save(out)
+    return out.getvalue()
+
+
+DOCUMENTS = [make_pdf([["Operators ran a channel (a messaging app) that posted", "every hour."],
+                       ["Page two.", "2"]]), _word_file()]  # fmt: skip
 
 
 @BOUNDED
-@given(edits=st.lists(st.tuples(st.integers(0, len(PDF) - 1), st.integers(0, 255)), max_size=8),
-       cut=st.integers(6, len(PDF)))  # fmt: skip
-def test_a_damaged_pdf_raises_only_input_error(edits, cut):
-    data = bytearray(PDF)
+@given(which=st.sampled_from([0, 1]), edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True),
+                                                               st.integers(0, 255)), max_size=8),
+       cut=st.floats(0, 1))  # fmt: skip
+def test_a_damaged_pdf_or_word_file_raises_only_input_error(which, edits, cut):
+    data = bytearray(DOCUMENTS[which])
     for at, value in edits:
-        data[at] = value
+        data[int(at * len(data))] = value
     try:
-        out = text.decode_bytes(bytes(data[:cut]))
+        out = text.decode_bytes(bytes(data[: max(6, int(cut * len(data)))]))
     except text.InputError as exc:
         assert "\n" not in str(exc)
         return

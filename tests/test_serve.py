@@ -82,11 +82,27 @@ def test_uploads_are_decoded_like_files_and_named_by_their_base_name_only(client
     assert windows.json()["input"] == "report.md"
 
 
-def test_a_pdf_upload_is_read_from_its_text_layer(client):
-    lines = ["Operators ran a channel on a messaging app. A website with", "a domain hosted the articles."]
-    got = client.post("/api/suggest?include_text=true", files={"file": ("report.pdf", make_pdf([lines]))})
-    assert got.status_code == 200 and got.json()["input"] == "report.pdf"
-    assert got.json()["text"] == TEXT  # the two printed lines are one paragraph again
+def _memo() -> bytes:
+    import io
+
+    import docx
+
+    document, out = docx.Document(), io.BytesIO()
+    document.add_paragraph(TEXT)
+    document.save(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("filename", "content"), [
+    # two printed lines that must become one paragraph again
+    ("report.pdf", make_pdf([["Operators ran a channel on a messaging app. A website with",
+                              "a domain hosted the articles."]])),
+    ("memo.docx", _memo()),
+])  # fmt: skip
+def test_pdf_and_word_uploads_are_read_as_their_text(client, filename, content):
+    got = client.post("/api/suggest?include_text=true", files={"file": (filename, content)})
+    assert got.status_code == 200 and got.json()["input"] == filename
+    assert got.json()["text"] == TEXT
     typed = client.post("/api/suggest?include_text=true", json={"text": TEXT, "source": "x"})
     assert got.json() | {"input": "x"} == typed.json()
 

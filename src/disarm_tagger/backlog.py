@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import text as textmod
 
-SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf"})
+SUFFIXES = frozenset({".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx"})
 
 
 class BacklogError(RuntimeError):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from . import pdf
+from . import office, pdf
 
 DEFAULT_MAX_BYTES = 20_000_000
 MAX_UNITS = 20_000  # sentences in one input (a book): scoring holds about 90 kB per sentence, so 2 GB
@@ -56,7 +56,7 @@ class Document:
 # ---------------------------------------------------------------- bytes -> str
 _MAGIC = (
     (b"\x89PNG", "a PNG image"),
-    (b"PK\x03\x04", "a zip archive (e.g. .docx or .epub)"),
+    (b"PK\x03\x04", "a zip archive (e.g. .epub or .xlsx)"),
     (b"\x1f\x8b", "gzip-compressed data"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
@@ -74,8 +74,8 @@ def _too_large(source: str, size: str, max_bytes: int) -> InputError:
 
 
 def decode_bytes(data: bytes, *, source: str = "input", max_bytes: int = DEFAULT_MAX_BYTES) -> str:
-    """Decode UTF-8 (BOM optional) or BOM-marked UTF-16/32, or read a PDF's text layer (pdf.py); refuse
-    other binary, oversized or empty input.
+    """Decode UTF-8 (BOM optional) or BOM-marked UTF-16/32, or read the text of a PDF (pdf.py) or a Word
+    file (office.py); refuse other binary, oversized or empty input.
 
     >>> decode_bytes("café".encode("utf-16"))
     'café'
@@ -86,11 +86,13 @@ def decode_bytes(data: bytes, *, source: str = "input", max_bytes: int = DEFAULT
     """
     if len(data) > max_bytes:
         raise _too_large(source, f"{len(data):,}", max_bytes)
-    if data.startswith(pdf.PDF_MAGIC):
-        try:
+    try:
+        if data.startswith(pdf.PDF_MAGIC):
             data = pdf.pdf_text(data).encode("utf-8")
-        except pdf.PdfError as err:
-            raise InputError(f"{source}: {err}") from None
+        elif office.is_docx(data):
+            data = office.docx_text(data).encode("utf-8")
+    except (pdf.PdfError, office.DocxError) as err:
+        raise InputError(f"{source}: {err}") from None
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise InputError(f"{source}: looks like {what}, not text")

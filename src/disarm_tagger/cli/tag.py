@@ -32,8 +32,8 @@ from . import (
 
 @app.command()
 def suggest(
-    path: Annotated[str, typer.Argument(help="Article file (.txt, .md, .html, or a .pdf with a text layer) "
-                    "or - for standard input.")],
+    path: Annotated[str, typer.Argument(help="Article file (.txt, .md, .html, .docx, or a .pdf with a text "
+                    "layer) or - for standard input.")],
     *,
     model: ModelOption = None,
     top_k: Annotated[int, typer.Option(min=1, max=400, help="How many suggestions to show. A long report "
@@ -111,9 +111,9 @@ def _batch_progress(total: int | None):
 
 @app.command("batch")
 def batch_cmd(
-    input: Annotated[Path, typer.Argument(help="A folder (recursive: .txt .md .html .htm .pdf; a PDF is "
-                     "read from its text layer, so a scan needs OCR first), a .jsonl file of objects, or a "
-                     ".csv file with a header row.")],  # fmt: skip
+    input: Annotated[Path, typer.Argument(help="A folder (recursive: .txt .md .html .htm .pdf .docx; a "
+                     "PDF is read from its text layer, so a scan needs OCR first), a .jsonl file of "
+                     "objects, or a .csv file with a header row.")],  # fmt: skip
     *,
     out: Annotated[Path, typer.Option(help="Output file. Run again with the same --out to resume.")],
     format: Annotated[Optional[BatchFormat], typer.Option("--format", "-f", show_default=False, help="jsonl: one "
