@@ -24,6 +24,7 @@ _HYPHENATED = re.compile(r"([^\W\d_]+)-$")  # a word cut at the end of a line ("
 _WORD = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*")
 _BULLET = re.compile(r"^([•▪●◦■–—*-]|\d{1,2}[.)]|[a-z][.)])\s")
 _DIGITS = re.compile(r"\d+")
+_DROPPED = re.compile("[\u00ad\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # soft hyphens, control characters
 _LIGATURES = re.compile("[\ufb00-\ufb06]")  # ﬁ ﬂ ﬀ ...: one glyph in the PDF, two letters in the text
 EDGE = 2  # running headers and footers are among a page's first and last two lines
 REPEATED_SHARE = 0.5  # a short line on more than this share of the pages (3 or more) is a running header
@@ -59,8 +60,13 @@ def pdf_text(data: bytes) -> str:
 
 
 def _clean(line: str) -> str:
-    """Soft hyphens out, ligatures spelled out, runs of spaces made one."""
-    line = _LIGATURES.sub(lambda m: unicodedata.normalize("NFKC", m.group()), line.replace("\u00ad", ""))
+    """Soft hyphens and control characters out (a broken font map can yield NULs), ligatures spelled out,
+    runs of spaces made one.
+
+    >>> _clean("e\\ufb03cient  disinfor\\u00admation\\x00")
+    'efficient disinformation'
+    """
+    line = _LIGATURES.sub(lambda m: unicodedata.normalize("NFKC", m.group()), _DROPPED.sub("", line))
     return " ".join(line.split())
 
 
