@@ -17,6 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 from disarm_tagger import corpus
 from disarm_tagger.serve import create_app
 from disarm_tagger.text import extract_text
+from pdf_fixture import make_pdf
 from serve_fixtures import EXAMPLE, live_server, make_data, make_tagger
 from test_tagger import TECHNIQUES
 
@@ -129,6 +130,28 @@ def test_review_flow_on_the_bundled_example(browser, server):
     patterns = {o.id: o.x_mitre_id for o in bundle.objects if o.type == "attack-pattern"}
     assert sorted(patterns[ref] for ref in report.object_refs) == record["labels"]
     assert report.name.startswith("Invented example")
+    assert problems == []
+
+
+def test_a_pdf_upload_is_reviewed_and_saved_as_its_text(browser, server, tmp_path):
+    url, data = server
+    page, problems = _open(browser, url)
+    report = tmp_path / "report.pdf"
+    report.write_bytes(make_pdf([["Operators ran a channel on a messaging app. A website with",
+                                  "a domain hosted the articles."]]))  # fmt: skip
+    page.set_input_files("#file", str(report))
+    page.fill("#top-k", "2")
+    page.click("#suggest")
+    page.wait_for_selector("#suggestions li")
+    text = "Operators ran a channel on a messaging app. A website with a domain hosted the articles."
+    assert page.locator("#text").text_content() == text  # the printed lines joined, as the server read them
+    assert page.locator("#text mark").count() > 0
+    first = page.locator("#suggestions li").first
+    first.locator("button.accept").click()
+    page.click("#save")
+    expect(page.locator("#status")).to_contain_text("Saved: ")
+    (record,) = [json.loads(line) for line in (data / corpus.ANNOTATIONS).read_text().splitlines()]
+    assert record["labels"] == [first.get_attribute("data-id")] and record["text"] == text
     assert problems == []
 
 
