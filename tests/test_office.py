@@ -71,3 +71,11 @@ def test_a_document_that_unpacks_past_the_limit_is_refused_before_it_is_parsed(m
     big = _docx(lambda d: d.add_paragraph("word " * 1000))
     with pytest.raises(text.InputError, match=r"^input: is a Word file whose text unpacks to [\d,]+ bytes"):
         text.decode_bytes(big)
+
+
+def test_a_word_file_whose_text_is_over_the_size_limit_is_refused():
+    paragraph = "The platform removed the network on 4 May. " * 50
+    big = _docx(lambda d: [d.add_paragraph(paragraph) for _ in range(100)])
+    assert len(big) < 100_000  # the file is under the limit; the text it unpacks to (215,000 bytes) is not
+    with pytest.raises(text.InputError, match=r"^input: its text is over the 100,000-byte limit"):
+        text.decode_bytes(big, max_bytes=100_000)

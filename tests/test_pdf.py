@@ -77,3 +77,21 @@ def test_unreadable_pdfs_are_input_errors_with_the_reason(data, message):
             "?", r"\?")):  # fmt: skip
         text.decode_bytes(data)
 
+
+
+def test_a_pdf_whose_text_passes_the_size_limit_is_refused_before_its_last_pages_are_read(monkeypatch):
+    from pypdf import PageObject
+
+    line = "The platform removed the network on 4 May. " * 2  # 86 characters, 60 lines a page
+    writer = PdfWriter()
+    for page in PdfReader(io.BytesIO(make_pdf([[line] * 60] * 10))).pages:
+        writer.add_page(page).compress_content_streams()  # compressed: the text outgrows the file
+    out = io.BytesIO()
+    writer.write(out)
+    assert len(out.getvalue()) < 10_000 < len(line) * 600
+    read, extract = [], PageObject.extract_text
+    monkeypatch.setattr(PageObject, "extract_text",
+                        lambda self, *a, **k: read.append(1) or extract(self, *a, **k))  # fmt: skip
+    with pytest.raises(text.InputError, match=r"^input: holds more than 10,000 characters of text"):
+        text.decode_bytes(out.getvalue(), max_bytes=10_000)
+    assert len(read) == 2  # about 5,100 characters a page: reading stops at the second

@@ -35,9 +35,10 @@ class PdfError(ValueError):
     """The PDF cannot be read as text: the message is one plain line for the user."""
 
 
-def pdf_text(data: bytes) -> str:
+def pdf_text(data: bytes, *, max_chars: int | None = None) -> str:
     """The article text of a PDF's text layer, paragraphs separated by blank lines. Raises PdfError when it
-    is encrypted, unreadable or has no text layer (a scan)."""
+    is encrypted, unreadable, has no text layer (a scan), or holds more than ``max_chars`` characters of
+    text: reading stops at the page that passes the limit, so a book-length PDF costs seconds, not minutes."""
     from pypdf import PdfReader  # reading a PDF only
 
     # pypdf logs each repair it makes to a damaged file; on stderr they would break into batch's progress bar
@@ -46,7 +47,12 @@ def pdf_text(data: bytes) -> str:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             raise PdfError("is an encrypted PDF (remove the password, or save the article as text)")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages, total = [], 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            total += len(pages[-1])
+            if max_chars is not None and total > max_chars:
+                raise PdfError(f"holds more than {max_chars:,} characters of text (--max-bytes); split it")
     except PdfError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of the parser on untrusted bytes is a bad input

@@ -88,11 +88,13 @@ def decode_bytes(data: bytes, *, source: str = "input", max_bytes: int = DEFAULT
         raise _too_large(source, f"{len(data):,}", max_bytes)
     try:
         if data.startswith(pdf.PDF_MAGIC):
-            data = pdf.pdf_text(data).encode("utf-8")
+            data = pdf.pdf_text(data, max_chars=max_bytes).encode("utf-8")
         elif office.is_docx(data):
             data = office.docx_text(data).encode("utf-8")
     except (pdf.PdfError, office.DocxError) as err:
         raise InputError(f"{source}: {err}") from None
+    if len(data) > max_bytes:  # the text read from a PDF or Word file
+        raise InputError(f"{source}: its text is over the {max_bytes:,}-byte limit (--max-bytes); split it")
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise InputError(f"{source}: looks like {what}, not text")
