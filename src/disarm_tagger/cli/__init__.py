@@ -72,7 +72,8 @@ ModelOption = Annotated[Optional[Path], typer.Option("--model", show_default=Fal
 BackendOption = Annotated[Optional[str], typer.Option(show_default=False, help="Embedding backend: onnx-int8 "
                           "(quantised, fastest), onnx (exact fp32, built once from the packaged weights), torch "
                           "(reference). Default: the model's own.")]  # fmt: skip
-MaxBytesOption = Annotated[int, typer.Option(help="Refuse documents larger than this many bytes.")]
+MaxBytesOption = Annotated[int, typer.Option(help="Refuse documents larger than this many bytes, and PDF or "
+                                              "Word files whose text is.")]
 LocalOption = Annotated[bool, typer.Option(help="Include local analyst annotations (annotations.jsonl).")]
 AuthoredOption = Annotated[bool, typer.Option(help="Include the authored coverage passages (authored.jsonl).")]
 TextRidgeOption = Annotated[bool, typer.Option("--text-ridge", help="Also fit and fuse ridge_text, a ridge regression "
