@@ -86,15 +86,8 @@ def decode_bytes(data: bytes, *, source: str = "input", max_bytes: int = DEFAULT
     """
     if len(data) > max_bytes:
         raise _too_large(source, f"{len(data):,}", max_bytes)
-    try:
-        if data.startswith(pdf.PDF_MAGIC):
-            data = pdf.pdf_text(data, max_chars=max_bytes).encode("utf-8")
-        elif office.is_docx(data):
-            data = office.docx_text(data).encode("utf-8")
-    except (pdf.PdfError, office.DocxError) as err:
-        raise InputError(f"{source}: {err}") from None
-    if len(data) > max_bytes:  # the text read from a PDF or Word file
-        raise InputError(f"{source}: its text is over the {max_bytes:,}-byte limit (--max-bytes); split it")
+    if data.startswith(pdf.PDF_MAGIC) or office.is_docx(data):
+        return _document_text(data, source=source, max_bytes=max_bytes)
     for magic, what in _MAGIC:
         if data.startswith(magic):
             raise InputError(f"{source}: looks like {what}, not text")
@@ -111,6 +104,21 @@ def decode_bytes(data: bytes, *, source: str = "input", max_bytes: int = DEFAULT
         raise InputError(f"{source}: contains NUL characters (looks binary, not text)")
     if not text.strip():
         raise InputError(f"{source}: is empty" if not text else f"{source}: holds only whitespace")
+    return text
+
+
+def _document_text(data: bytes, *, source: str, max_bytes: int) -> str:
+    """The text a PDF or Word file holds (never empty), capped at ``max_bytes`` like any input: compressed
+    text can outgrow its file."""
+    try:
+        if data.startswith(pdf.PDF_MAGIC):
+            text = pdf.pdf_text(data, max_chars=max_bytes)
+        else:
+            text = office.docx_text(data)
+    except (pdf.PdfError, office.DocxError) as err:
+        raise InputError(f"{source}: {err}") from None
+    if len(text.encode("utf-8")) > max_bytes:
+        raise InputError(f"{source}: its text is over the {max_bytes:,}-byte limit (--max-bytes); split it")
     return text
 
 
