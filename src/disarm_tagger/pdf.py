@@ -88,15 +88,19 @@ def _without_furniture(pages: list[list[str]]) -> list[list[str]]:
     def key(line: str) -> str:
         return _DIGITS.sub("#", line)
 
-    def edges(page: list[str]) -> set[int]:
-        return {*range(min(EDGE, len(page))), *range(max(len(page) - EDGE, 0), len(page))}
+    def edges(page: list[str]) -> list[tuple[bool, str]]:
+        """(among the first or last EDGE lines?, line) for each line of the page."""
+        return [(i < EDGE or i >= len(page) - EDGE, line) for i, line in enumerate(page)]
 
-    pages = [[line for line in page if line] for page in pages]
-    counts = Counter(k for page in pages for k in {key(page[i]) for i in edges(page) if len(page[i]) <= 80})
-    repeated = {k for k, n in counts.items() if len(pages) >= 3 and n > REPEATED_SHARE * len(pages)}
-    return [[line for i, line in enumerate(page)
-             if i not in edges(page) or not (key(line) in repeated or _PAGE_NUMBER.match(line))]
-            for page in pages]  # fmt: skip
+    pages = [edges([line for line in page if line]) for page in pages]
+    counts = Counter(k for page in pages
+                     for k in {key(line) for edge, line in page if edge and len(line) <= 80})  # fmt: skip
+    repeated = {k for k, n in counts.items() if n > REPEATED_SHARE * len(pages)} if len(pages) >= 3 else set()
+
+    def furniture(line: str) -> bool:
+        return key(line) in repeated or bool(_PAGE_NUMBER.match(line))
+
+    return [[line for edge, line in page if not (edge and furniture(line))] for page in pages]
 
 
 def _paragraphs(lines: list[str]) -> str:
