@@ -14,12 +14,11 @@ import threading
 import time
 from pathlib import Path
 
-import docx
 import pytest
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
-from pdf_fixture import make_pdf
+from document_fixtures import make_docx, make_pdf
 from disarm_tagger import batch, embed, persist, records, text
 from disarm_tagger.schema import Technique
 from disarm_tagger.cli import app
@@ -93,9 +92,7 @@ def test_directory_input_ids_are_relative_paths(run, tmp_path):
     (root / "sub" / "c.html").write_text(f"<html><body><article><p>{SENTENCES[2]}</p></article></body></html>")
     (root / "report.pdf").write_bytes(make_pdf([["Operators ran a messaging", "channel. Posts went out."]]))
     (root / "broken.pdf").write_bytes(b"%PDF-1.4\n...")
-    memo = docx.Document()
-    memo.add_paragraph(SENTENCES[3])
-    memo.save(root / "sub" / "memo.docx")
+    (root / "sub" / "memo.docx").write_bytes(make_docx(lambda memo: memo.add_paragraph(SENTENCES[3])))
     (root / "data.bin").write_bytes(b"ignored")
     (root / ".hidden.txt").write_text("ignored")
     (root / ".git" / "x.txt").write_text("ignored")

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
-from pdf_fixture import make_pdf
+from document_fixtures import make_pdf, scanned_pdf
 from disarm_tagger import persist
 from disarm_tagger.cli import app
 from disarm_tagger.tagger import Tagger
@@ -51,15 +51,11 @@ def test_suggest_stdin(model_dir):
 
 
 def test_suggest_reads_a_pdf_and_says_what_is_wrong_with_a_scan(model_dir, tmp_path):
-    from pypdf import PdfWriter
-
     good, scan = tmp_path / "report.pdf", tmp_path / "scan.pdf"
     pages = [["Operators ran a messaging", "channel."],
              ["Subscribers paid with card payments", "to unlock the posts."]]
     good.write_bytes(make_pdf(pages))
-    writer = PdfWriter()
-    writer.add_blank_page(612, 792)
-    writer.write(scan)
+    scan.write_bytes(scanned_pdf())
     def tags(out):  # offsets differ: the PDF's text puts a blank line between its paragraphs
         return [(s["technique_id"], s["score"], [e["text"] for e in s["evidence"]])
                 for s in out["suggestions"]]  # fmt: skip

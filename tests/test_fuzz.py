@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from disarm_tagger import disarm, text
 from fixture_disarm import write_checkout
-from pdf_fixture import make_pdf
+from document_fixtures import make_docx, make_pdf
 
 # fragments that make pages interesting: tags, ids, table pipes, italics of every kind
 PIECES = ["<i>", "</i>", "<I>", "</I>", "<br>", "<br />", "|", "_\"", "\"_", "T0086.002", "T0097:109", "T00145.006",
@@ -66,19 +66,8 @@ def test_decode_bytes_raises_only_input_error(data):
 
 
 
-def _word_file() -> bytes:
-    import io
-
-    import docx
-
-    document, out = docx.Document(), io.BytesIO()
-    document.add_paragraph("Operators ran a channel (a messaging app) that posted every hour.")
-    document.save(out)
-    return out.getvalue()
-
-
-DOCUMENTS = [make_pdf([["Operators ran a channel (a messaging app) that posted", "every hour."],
-                       ["Page two.", "2"]]), _word_file()]  # fmt: skip
+LINES = ["Operators ran a channel (a messaging app) that posted", "every hour."]
+DOCUMENTS = [make_pdf([LINES, ["Page two.", "2"]]), make_docx(lambda d: d.add_paragraph(" ".join(LINES)))]
 
 
 @BOUNDED

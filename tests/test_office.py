@@ -6,18 +6,10 @@ from __future__ import annotations
 import io
 import zipfile
 
-import docx
 import pytest
 
 from disarm_tagger import office, text
-
-
-def _docx(build) -> bytes:
-    document = docx.Document()
-    build(document)
-    out = io.BytesIO()
-    document.save(out)
-    return out.getvalue()
+from document_fixtures import make_docx
 
 
 def _report(document):
@@ -33,14 +25,14 @@ def _report(document):
 
 
 def test_paragraphs_and_table_rows_come_in_order_without_headers_and_footers():
-    assert text.decode_bytes(_docx(_report)).split("\n\n") == [
+    assert text.decode_bytes(make_docx(_report)).split("\n\n") == [
         "Findings", "The network ran forty pages that posted the same stories every morning.",
         "Platform | Accounts", "Facebook | 312", "The platform removed the network on 4 May."]  # fmt: skip
 
 
 def test_a_docx_file_is_split_into_its_sentences(tmp_path):
     path = tmp_path / "report.docx"
-    path.write_bytes(_docx(_report))
+    path.write_bytes(make_docx(_report))
     sentences = [s.text for s in text.prepare(text.read_path(path)).sentences]
     assert "The platform removed the network on 4 May." in sentences
     assert not [s for s in sentences if "CONFIDENTIAL" in s or "footer" in s]
@@ -55,9 +47,9 @@ def _zip(parts: dict[str, bytes]) -> bytes:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    (_docx(lambda d: d.add_paragraph("  ")), "input: is a Word file without text"),
+    (make_docx(lambda d: d.add_paragraph("  ")), "input: is a Word file without text"),
     (_zip({"word/document.xml": b"<not xml"}), "input: cannot read this Word file"),
-    (_docx(_report)[:-40], "input: looks like a zip archive"),  # cut off: no longer opens as a .docx
+    (make_docx(_report)[:-40], "input: looks like a zip archive"),  # cut off: no longer opens as a .docx
     (_zip({"mimetype": b"application/epub+zip"}), "input: looks like a zip archive (e.g. .epub or .xlsx)"),
 ])  # fmt: skip
 def test_unreadable_word_files_and_other_archives_are_input_errors(data, message):
@@ -68,14 +60,14 @@ def test_unreadable_word_files_and_other_archives_are_input_errors(data, message
 
 def test_a_document_that_unpacks_past_the_limit_is_refused_before_it_is_parsed(monkeypatch):
     monkeypatch.setattr(office, "MAX_PART_BYTES", 1000)
-    big = _docx(lambda d: d.add_paragraph("word " * 1000))
+    big = make_docx(lambda d: d.add_paragraph("word " * 1000))
     with pytest.raises(text.InputError, match=r"^input: is a Word file whose text unpacks to [\d,]+ bytes"):
         text.decode_bytes(big)
 
 
 def test_a_word_file_whose_text_is_over_the_size_limit_is_refused():
     paragraph = "The platform removed the network on 4 May. " * 50
-    big = _docx(lambda d: [d.add_paragraph(paragraph) for _ in range(100)])
+    big = make_docx(lambda d: [d.add_paragraph(paragraph) for _ in range(100)])
     assert len(big) < 100_000  # the file is under the limit; the text it unpacks to (215,000 bytes) is not
     with pytest.raises(text.InputError, match=r"^input: its text is over the 100,000-byte limit"):
         text.decode_bytes(big, max_bytes=100_000)

@@ -1,5 +1,5 @@
 """PDF input: the text layer read back into paragraphs, page furniture dropped, and a plain error for
-encrypted, broken or text-less PDFs. The PDFs are written by hand (pdf_fixture) or by pypdf."""
+encrypted, broken or text-less PDFs. The PDFs are written by hand (document_fixtures) or by pypdf."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from pypdf import PdfReader, PdfWriter
 
 from disarm_tagger import pdf, text
-from pdf_fixture import make_pdf
+from document_fixtures import make_pdf, scanned_pdf
 
 HEADER = "Influence operations quarterly - Q3"
 PAGES = [
@@ -48,29 +48,25 @@ def test_a_pdf_file_is_decoded_to_its_text_and_split_into_its_sentences(tmp_path
     assert not [s for s in sentences if HEADER in s or s.startswith("Page")]
 
 
-def _rewritten(data: bytes, *, password: str | None = None, blank: bool = False) -> bytes:
+def _encrypted(data: bytes, password: str) -> bytes:
     writer = PdfWriter()
-    if blank:
-        writer.add_blank_page(612, 792)
-    else:
-        for page in PdfReader(io.BytesIO(data)).pages:
-            writer.add_page(page)
-    if password is not None:
-        writer.encrypt(password, algorithm="RC4-128")
+    for page in PdfReader(io.BytesIO(data)).pages:
+        writer.add_page(page)
+    writer.encrypt(password, algorithm="RC4-128")
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
 
 
 def test_a_pdf_encrypted_with_an_empty_password_is_read():
-    assert "4 May" in pdf.pdf_text(_rewritten(make_pdf(PAGES), password=""))
+    assert "4 May" in pdf.pdf_text(_encrypted(make_pdf(PAGES), password=""))
 
 
 @pytest.mark.parametrize(("data", "message"), [
     (b"%PDF-1.7\n...", "input: cannot read this PDF"),
     (make_pdf(PAGES)[:300], "input: cannot read this PDF"),  # cut off
-    (_rewritten(make_pdf(PAGES), password="secret"), "input: is an encrypted PDF"),
-    (_rewritten(b"", blank=True), "input: is a PDF without a text layer (a scan?); run OCR"),
+    (_encrypted(make_pdf(PAGES), password="secret"), "input: is an encrypted PDF"),
+    (scanned_pdf(), "input: is a PDF without a text layer (a scan?); run OCR"),
 ])  # fmt: skip
 def test_unreadable_pdfs_are_input_errors_with_the_reason(data, message):
     with pytest.raises(text.InputError, match=r"^" + message.replace("(", r"\(").replace(")", r"\)").replace(

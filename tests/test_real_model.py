@@ -66,7 +66,7 @@ def test_the_example_article_as_a_printed_pdf_gets_the_same_first_suggestions(de
     import textwrap
 
     from disarm_tagger import text
-    from pdf_fixture import make_pdf
+    from document_fixtures import make_pdf
 
     raw = (REPO / "src" / "disarm_tagger" / "data" / "example_article.md").read_text()
     lines = [line for para in text.prepare(raw).text.split("\n") for line in textwrap.wrap(para, 70)]

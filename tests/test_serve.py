@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import FakeEmbedder
-from pdf_fixture import make_pdf
+from document_fixtures import make_docx, make_pdf
 from disarm_tagger import corpus, formats, render
 from disarm_tagger.cli import app as cli_app
 from disarm_tagger.serve import create_app
@@ -82,22 +82,11 @@ def test_uploads_are_decoded_like_files_and_named_by_their_base_name_only(client
     assert windows.json()["input"] == "report.md"
 
 
-def _memo() -> bytes:
-    import io
-
-    import docx
-
-    document, out = docx.Document(), io.BytesIO()
-    document.add_paragraph(TEXT)
-    document.save(out)
-    return out.getvalue()
-
-
 @pytest.mark.parametrize(("filename", "content"), [
     # two printed lines that must become one paragraph again
     ("report.pdf", make_pdf([["Operators ran a channel on a messaging app. A website with",
                               "a domain hosted the articles."]])),
-    ("memo.docx", _memo()),
+    ("memo.docx", make_docx(lambda memo: memo.add_paragraph(TEXT))),
 ])  # fmt: skip
 def test_pdf_and_word_uploads_are_read_as_their_text(client, filename, content):
     got = client.post("/api/suggest?include_text=true", files={"file": (filename, content)})

@@ -17,7 +17,7 @@ from playwright.sync_api import expect, sync_playwright
 from disarm_tagger import corpus
 from disarm_tagger.serve import create_app
 from disarm_tagger.text import extract_text
-from pdf_fixture import make_pdf
+from document_fixtures import make_pdf
 from serve_fixtures import EXAMPLE, live_server, make_data, make_tagger
 from test_tagger import TECHNIQUES
 

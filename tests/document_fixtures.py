@@ -1,5 +1,8 @@
-"""A minimal PDF written by hand: one Helvetica text line per string, each page's lines top to bottom, so
-tests read real PDFs without a PDF-writing library or a committed binary."""
+"""PDF and Word files made in the test: no committed binary, and no PDF-writing library. ``make_pdf`` writes
+one Helvetica text line per string by hand, each page's lines top to bottom; ``scanned_pdf`` has a page
+and no text layer; ``make_docx`` saves what ``build`` adds to a new python-docx Document."""
+
+import io
 
 
 def _escape(line: str) -> str:
@@ -26,3 +29,22 @@ def make_pdf(pages: list[list[str]]) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def scanned_pdf() -> bytes:
+    """One blank page, as a scan with no OCR layer reads."""
+    from pypdf import PdfWriter
+
+    writer, out = PdfWriter(), io.BytesIO()
+    writer.add_blank_page(612, 792)
+    writer.write(out)
+    return out.getvalue()
+
+
+def make_docx(build) -> bytes:
+    import docx
+
+    document, out = docx.Document(), io.BytesIO()
+    build(document)
+    document.save(out)
+    return out.getvalue()
